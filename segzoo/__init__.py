@@ -1,0 +1,48 @@
+"""segzoo: a model zoo for nuclei segmentation in H&E histology images.
+
+Importing segzoo is cheap: Keras/TensorFlow are imported only by the functions
+that need them (model building, training, the Keras runtime).
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from segzoo.architectures import list_architectures
+from segzoo.config import ModelConfig
+from segzoo.errors import ConfigError, DataError, SegzooError, UnknownNameError
+
+
+def create_model(name: str, **kwargs):
+    """Build an untrained Keras model of architecture `name` (see list_architectures())."""
+    from segzoo.architectures import create_model as _create
+
+    return _create(name, **kwargs)
+
+
+def save_model(model, folder, config: ModelConfig, *, overwrite: bool = False):
+    """Write `folder/config.json` + `folder/model.weights.h5` atomically."""
+    from segzoo.model_io import save_model as _save
+
+    return _save(model, folder, config, overwrite=overwrite)
+
+
+def load_keras_model(folder):
+    """Load a model folder; returns (keras_model, ModelConfig)."""
+    from segzoo.model_io import load_model as _load
+
+    return _load(folder)
+
+
+__all__ = [
+    "__version__",
+    "ConfigError",
+    "DataError",
+    "ModelConfig",
+    "SegzooError",
+    "UnknownNameError",
+    "create_model",
+    "list_architectures",
+    "load_keras_model",
+    "save_model",
+]

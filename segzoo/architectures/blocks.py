@@ -1,0 +1,35 @@
+"""Functional building blocks shared by the architectures."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+
+def conv_bn_relu(x, filters: int, *, kernel_size: int = 3, strides: int = 1,
+                 dilation_rate: int = 1, batch_norm: bool = True, name: str):
+    """Conv -> (BatchNorm) -> ReLU; the conv has no bias when BatchNorm follows."""
+    x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same",
+                      dilation_rate=dilation_rate, use_bias=not batch_norm,
+                      kernel_initializer="he_normal", name=f"{name}_conv")(x)
+    if batch_norm:
+        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.Activation("relu", name=f"{name}_relu")(x)
+
+
+def segmentation_head(x, num_classes: int):
+    """1x1 conv to class scores and the matching activation (sigmoid for one class).
+
+    Models output probabilities (tensor name "probabilities") so Keras and ONNX
+    runtimes post-process the same numbers.
+    """
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    logits = layers.Conv2D(num_classes, 1, padding="same", dtype="float32", name="logits")(x)
+    activation = "sigmoid" if num_classes == 1 else "softmax"
+    return layers.Activation(activation, dtype="float32", name="probabilities")(logits)
+
+
+def image_input(in_channels: int):
+    """Input of any height/width; callers pad to the architecture's stride."""
+    return keras.Input(shape=(None, None, in_channels), name="image")

@@ -1,0 +1,102 @@
+"""DeepLabV3 (Chen et al. 2017) with a small residual backbone trained from scratch.
+
+ImageNet weights cannot be downloaded in segzoo's build environment, so the
+default backbone is a compact ResNet (basic blocks) whose last stages trade
+stride for atrous rate to reach output stride 8 or 16. ASPP has a 1x1 branch,
+three atrous 3x3 branches and an image-pooling branch, then bilinear
+upsampling to the input size. `decoder=True` adds the DeepLabV3+ decoder
+(Chen et al. 2018): a 4x upsample fused with stride-4 backbone features, which
+recovers the fine boundaries that small nuclei need.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from segzoo.architectures.blocks import conv_bn_relu, image_input, segmentation_head
+from segzoo.architectures.layers import BroadcastToSpatial
+
+PAPER = ("Chen, Papandreou, Schroff, Adam. Rethinking Atrous Convolution for Semantic "
+         "Image Segmentation. arXiv:1706.05587 (2017); decoder: arXiv:1802.02611")
+
+DEFAULTS = {
+    "in_channels": 3,
+    "num_classes": 1,
+    "output_stride": 8,
+    "backbone_filters": [16, 32, 64, 128],
+    "blocks_per_stage": [1, 2, 2, 2],
+    "aspp_filters": 64,
+    "aspp_rates": None,
+    "decoder": True,
+    "dropout": 0.1,
+}
+
+
+def stride(*, output_stride: int, **_) -> int:
+    return int(output_stride)
+
+
+def _residual_block(x, filters: int, *, strides: int, dilation: int, name: str):
+    shortcut = x
+    y = conv_bn_relu(x, filters, strides=strides, dilation_rate=dilation if strides == 1 else 1,
+                     name=f"{name}_1")
+    y = layers.Conv2D(filters, 3, padding="same", dilation_rate=dilation, use_bias=False,
+                      kernel_initializer="he_normal", name=f"{name}_2_conv")(y)
+    y = layers.BatchNormalization(name=f"{name}_2_bn")(y)
+    if strides != 1 or shortcut.shape[-1] != filters:
+        shortcut = layers.Conv2D(filters, 1, strides=strides, use_bias=False,
+                                 name=f"{name}_proj_conv")(shortcut)
+        shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+    y = layers.Add(name=f"{name}_add")([y, shortcut])
+    return layers.Activation("relu", name=f"{name}_out")(y)
+
+
+def build(*, in_channels: int, num_classes: int, output_stride: int, backbone_filters,
+          blocks_per_stage, aspp_filters: int, aspp_rates, decoder: bool,
+          dropout: float) -> keras.Model:
+    if output_stride not in (8, 16):
+        raise ValueError(f"deeplabv3 output_stride must be 8 or 16, got {output_stride}")
+    if len(backbone_filters) != 4 or len(blocks_per_stage) != 4:
+        raise ValueError("deeplabv3 needs 4 backbone stages (backbone_filters, blocks_per_stage)")
+    rates = list(aspp_rates) if aspp_rates else ([12, 24, 36] if output_stride == 8 else [6, 12, 18])
+
+    inputs = image_input(in_channels)
+    x = conv_bn_relu(inputs, backbone_filters[0], strides=2, name="stem")  # stride 2
+    # Stage strides: stage 1 -> 4, stage 2 -> 8, stage 3 -> 16 (or atrous), stage 4 atrous.
+    current_stride, dilation = 2, 1
+    low_level = None
+    for s, (filters, n_blocks) in enumerate(zip(backbone_filters, blocks_per_stage)):
+        stage_stride = 2 if s < 3 else 1
+        if current_stride * stage_stride > output_stride:
+            dilation *= stage_stride
+            stage_stride = 1
+        if s == 3:
+            dilation *= 2
+        for b in range(n_blocks):
+            x = _residual_block(x, filters, strides=stage_stride if b == 0 else 1,
+                                dilation=dilation, name=f"stage{s}_block{b}")
+        current_stride *= stage_stride
+        if s == 0:
+            low_level = x  # stride 4
+    branches = [conv_bn_relu(x, aspp_filters, kernel_size=1, name="aspp_1x1")]
+    for rate in rates:
+        branches.append(conv_bn_relu(x, aspp_filters, dilation_rate=rate, name=f"aspp_rate{rate}"))
+    pooled = layers.GlobalAveragePooling2D(keepdims=True, name="aspp_pool")(x)
+    pooled = conv_bn_relu(pooled, aspp_filters, kernel_size=1, name="aspp_pool_proj")
+    branches.append(BroadcastToSpatial(name="aspp_pool_broadcast")([pooled, x]))
+    x = layers.Concatenate(name="aspp_concat")(branches)
+    x = conv_bn_relu(x, aspp_filters, kernel_size=1, name="aspp_project")
+    if dropout > 0:
+        x = layers.Dropout(dropout, name="aspp_dropout")(x)
+    if decoder:
+        x = layers.UpSampling2D(output_stride // 4, interpolation="bilinear", name="decoder_up")(x)
+        skip = conv_bn_relu(low_level, max(aspp_filters // 4, 8), kernel_size=1, name="decoder_skip")
+        x = layers.Concatenate(name="decoder_concat")([x, skip])
+        x = conv_bn_relu(x, aspp_filters, name="decoder_a")
+        x = conv_bn_relu(x, aspp_filters, name="decoder_b")
+        x = layers.UpSampling2D(4, interpolation="bilinear", name="final_up")(x)
+    else:
+        x = layers.UpSampling2D(output_stride, interpolation="bilinear", name="final_up")(x)
+    outputs = segmentation_head(x, num_classes)
+    return keras.Model(inputs, outputs, name="deeplabv3")

@@ -1,0 +1,216 @@
+"""The one config.json schema shared by training, evaluation and every runtime.
+
+A model folder holds `config.json` (this schema) and `model.weights.h5`. The
+config says how to build the network (architecture + kwargs), how to turn an
+image into network input (preprocessing), how to turn probabilities into masks
+and nuclei (postprocessing), how to tile large images (inference), and where
+the weights came from (provenance). Keras and ONNX runtimes read the same file,
+so they produce the same result. This module does not import Keras.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from segzoo.errors import ConfigError
+
+SCHEMA_VERSION = 1
+CONFIG_FILENAME = "config.json"
+WEIGHTS_FILENAME = "model.weights.h5"
+
+
+@dataclass
+class Preprocessing:
+    """RGB uint8 image -> float32 network input: (x * scale - mean) / std per channel,
+    then reflect-padded so height and width are multiples of `pad_to_stride`."""
+
+    scale: float = 1.0 / 255.0
+    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    std: list[float] = field(default_factory=lambda: [0.25, 0.25, 0.25])
+    pad_to_stride: int = 16
+    pad_mode: str = "reflect"
+
+    def validate(self) -> None:
+        if len(self.mean) != len(self.std) or not self.mean:
+            raise ConfigError("preprocessing.mean and preprocessing.std need the same non-zero length")
+        if any(s <= 0 for s in self.std):
+            raise ConfigError(f"preprocessing.std must be positive, got {self.std}")
+        if self.scale <= 0:
+            raise ConfigError(f"preprocessing.scale must be positive, got {self.scale}")
+        if self.pad_to_stride < 1:
+            raise ConfigError(f"preprocessing.pad_to_stride must be >= 1, got {self.pad_to_stride}")
+        if self.pad_mode not in ("reflect", "symmetric", "edge", "constant"):
+            raise ConfigError(
+                f"preprocessing.pad_mode {self.pad_mode!r} is not one of reflect, symmetric, edge, constant")
+
+
+@dataclass
+class Postprocessing:
+    """Probabilities -> binary mask (`threshold`) -> nuclei instances.
+
+    Instances are connected components split by a distance-transform watershed;
+    objects smaller than `min_object_size` pixels are removed and holes smaller
+    than `fill_holes_size` are filled. `watershed_min_distance` is the minimum
+    distance (pixels) between two nucleus centres.
+    """
+
+    threshold: float = 0.5
+    min_object_size: int = 10
+    fill_holes_size: int = 30
+    watershed: bool = True
+    watershed_min_distance: int = 4
+
+    def validate(self) -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise ConfigError(f"postprocessing.threshold must be in (0, 1), got {self.threshold}")
+        for name in ("min_object_size", "fill_holes_size", "watershed_min_distance"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"postprocessing.{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass
+class Inference:
+    """Sliding-window settings for images larger than one tile."""
+
+    tile_size: int = 512
+    overlap: int = 64
+    batch_size: int = 4
+
+    def validate(self) -> None:
+        if self.tile_size < 1 or self.batch_size < 1:
+            raise ConfigError("inference.tile_size and inference.batch_size must be >= 1")
+        if not 0 <= self.overlap < self.tile_size:
+            raise ConfigError(
+                f"inference.overlap must be in [0, tile_size={self.tile_size}), got {self.overlap}")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model and use it the same way in every runtime."""
+
+    architecture: str
+    architecture_kwargs: dict[str, Any] = field(default_factory=dict)
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    postprocessing: Postprocessing = field(default_factory=Postprocessing)
+    inference: Inference = field(default_factory=Inference)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def validate(self) -> "ModelConfig":
+        if not isinstance(self.architecture, str) or not self.architecture:
+            raise ConfigError("architecture must be a non-empty string")
+        if not isinstance(self.architecture_kwargs, dict):
+            raise ConfigError("architecture_kwargs must be an object")
+        if self.schema_version != SCHEMA_VERSION:
+            raise ConfigError(
+                f"schema_version {self.schema_version} is not supported by this segzoo "
+                f"(supports {SCHEMA_VERSION}); upgrade segzoo")
+        self.preprocessing.validate()
+        self.postprocessing.validate()
+        self.inference.validate()
+        return self
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.architecture_kwargs.get("num_classes", 1))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> "ModelConfig":
+        """Parse and validate; unknown or mistyped fields raise ConfigError naming `source`."""
+        try:
+            if not isinstance(data, dict):
+                raise ConfigError(f"expected a JSON object, got {type(data).__name__}")
+            data = dict(data)
+            sections = {"preprocessing": Preprocessing, "postprocessing": Postprocessing,
+                        "inference": Inference}
+            kwargs: dict[str, Any] = {}
+            for key, section_cls in sections.items():
+                kwargs[key] = _parse_section(section_cls, data.pop(key, {}), key)
+            known = {f.name for f in fields(cls)}
+            unknown = sorted(set(data) - known)
+            if unknown:
+                raise ConfigError(f"unknown field(s) {unknown}; valid fields: {', '.join(sorted(known))}")
+            if "architecture" not in data:
+                raise ConfigError("missing required field 'architecture'")
+            kwargs.update(data)
+            return cls(**kwargs).validate()
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = "config") -> "ModelConfig":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{source}: not valid JSON ({err})") from None
+        return cls.from_dict(data, source=source)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write atomically (temporary file in the same folder, then rename)."""
+        atomic_write_text(Path(path), self.to_json())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ModelConfig":
+        path = Path(path)
+        if path.is_dir():
+            path = path / CONFIG_FILENAME
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read config ({err.strerror or err})") from None
+        return cls.from_json(text, source=str(path))
+
+
+_NUMBER_TYPES = {float: (int, float), int: (int,), str: (str,), bool: (bool,)}
+
+
+def _parse_section(section_cls, value, name: str):
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} must be an object, got {type(value).__name__}")
+    valid = {f.name: f for f in fields(section_cls)}
+    unknown = sorted(set(value) - set(valid))
+    if unknown:
+        raise ConfigError(f"{name} has unknown field(s) {unknown}; valid fields: {', '.join(sorted(valid))}")
+    for key, item in value.items():
+        expected = valid[key].type
+        expected = {"float": float, "int": int, "str": str, "bool": bool}.get(expected, expected)
+        allowed = _NUMBER_TYPES.get(expected)
+        if allowed is not None:
+            if isinstance(item, bool) and expected is not bool:
+                raise ConfigError(f"{name}.{key} must be {expected.__name__}, got bool")
+            if not isinstance(item, allowed):
+                raise ConfigError(f"{name}.{key} must be {expected.__name__}, got {type(item).__name__}")
+        elif not isinstance(item, list):
+            raise ConfigError(f"{name}.{key} must be a list, got {type(item).__name__}")
+    return section_cls(**value)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))

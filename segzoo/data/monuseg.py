@@ -1,0 +1,148 @@
+"""MoNuSeg tiles and Aperio XML annotations -> instance labels and binary masks.
+
+Rasterisation rule (the one ../shared/monuseg/README.md measured): pixel (row r,
+column c) belongs to a nucleus when the point (x=c, y=r) lies inside its
+polygon (skimage.draw.polygon on the vertices as given, no rounding or
+half-pixel shift). On the 13 training tiles with both XML and PNG this gives
+micro Dice 0.9944 against the released masks (tests/test_monuseg_real.py
+checks >= 0.99); nearly all differing pixels are pixel centres lying exactly
+on an outline, and shifting by half a pixel drops Dice to about 0.96. Regions are drawn in file order, so where polygons
+overlap the later region owns the shared pixels. Regions with fewer than 3
+vertices are skipped (and counted); vertices outside the image are allowed,
+the polygon is clipped to the image.
+
+Layouts understood by discover_samples (pairs matched by file stem):
+- segzoo/shared layout: images/, masks/ (PNG, 0/1), annotations/ (XML)
+- official release: "Tissue Images"/ + "Annotations"/
+- flat folder: <stem>.tif beside <stem>.xml (the official test release)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from skimage.draw import polygon as draw_polygon
+
+from segzoo.errors import DataError
+from segzoo.imageio import IMAGE_SUFFIXES, read_image, read_mask
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image and its ground truth files (XML polygons and/or binary mask)."""
+
+    stem: str
+    image: Path
+    annotation: Path | None = None
+    mask: Path | None = None
+
+
+def read_xml_regions(path: str | os.PathLike) -> list[np.ndarray]:
+    """Polygons (N x 2 float arrays of x, y) of every Region in an Aperio XML file."""
+    path = Path(path)
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as err:
+        raise DataError(f"{path}: malformed XML ({err})") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read annotation ({err.strerror or err})") from None
+    regions = root.findall(".//Region")
+    if not regions:
+        raise DataError(f"{path}: no <Region> elements; expected Aperio XML with one Region per nucleus")
+    polygons = []
+    for region in regions:
+        try:
+            points = [(float(v.attrib["X"]), float(v.attrib["Y"])) for v in region.iter("Vertex")]
+        except (KeyError, ValueError) as err:
+            raise DataError(
+                f"{path}: Region Id={region.attrib.get('Id', '?')} has a Vertex without numeric X/Y ({err})") from None
+        polygons.append(np.asarray(points, dtype=np.float64).reshape(-1, 2))
+    return polygons
+
+
+def rasterize_regions(polygons: list[np.ndarray], shape: tuple[int, int]) -> tuple[np.ndarray, int]:
+    """Instance labels (int32, 1..N in region order, 0 background) and the number of
+    regions skipped for having fewer than 3 vertices. See the module docstring for the rule."""
+    labels = np.zeros(shape, dtype=np.int32)
+    skipped = 0
+    for index, poly in enumerate(polygons, start=1):
+        if len(poly) < 3:
+            skipped += 1
+            continue
+        rr, cc = draw_polygon(poly[:, 1], poly[:, 0], shape=shape)
+        labels[rr, cc] = index
+    return labels, skipped
+
+
+def _index(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    if not folder.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(folder.iterdir())
+            if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith(".")}
+
+
+def discover_samples(folder: str | os.PathLike, *, require_ground_truth: bool = True) -> list[Sample]:
+    """Image/annotation/mask triples in `folder`, matched by stem, sorted by stem."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: data folder not found")
+    layouts = [
+        (folder / "images", folder / "annotations", folder / "masks"),
+        (folder / "Tissue Images", folder / "Annotations", folder / "masks"),
+        (folder, folder, folder),
+    ]
+    for image_dir, xml_dir, mask_dir in layouts:
+        images = _index(image_dir, (".tif", ".tiff", ".jpg", ".jpeg") if image_dir == mask_dir else IMAGE_SUFFIXES)
+        if images:
+            break
+    else:
+        raise DataError(
+            f"{folder}: no images found; expected images/ (+ annotations/, masks/), "
+            f"'Tissue Images/' + 'Annotations/', or image files ({', '.join(IMAGE_SUFFIXES)}) "
+            "beside .xml files")
+    xmls = _index(xml_dir, (".xml",))
+    masks = _index(mask_dir, (".png",)) if mask_dir != image_dir else {}
+    samples = [Sample(stem, path, xmls.get(stem), masks.get(stem)) for stem, path in images.items()]
+    if require_ground_truth:
+        missing = [s.image.name for s in samples if s.annotation is None and s.mask is None]
+        if missing:
+            raise DataError(
+                f"{folder}: no annotation (.xml) or mask (.png) for {len(missing)} image(s): "
+                f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+    return samples
+
+
+@dataclass
+class LoadedSample:
+    stem: str
+    image: np.ndarray  # HxWx3 uint8
+    mask: np.ndarray  # HxW bool
+    labels: np.ndarray | None  # HxW int32 instance labels from XML, None without XML
+
+
+def load_sample(sample: Sample) -> LoadedSample:
+    """Read one sample; the XML (when present) is the ground truth, else the PNG mask."""
+    image = read_image(sample.image)
+    shape = image.shape[:2]
+    labels = None
+    if sample.annotation is not None:
+        labels, skipped = rasterize_regions(read_xml_regions(sample.annotation), shape)
+        if skipped:
+            log.info("%s: skipped %d region(s) with fewer than 3 vertices", sample.annotation, skipped)
+        mask = labels > 0
+    elif sample.mask is not None:
+        mask = read_mask(sample.mask)
+        if mask.shape != shape:
+            raise DataError(
+                f"{sample.mask}: mask size {mask.shape[1]}x{mask.shape[0]} does not match "
+                f"image {sample.image} size {shape[1]}x{shape[0]}")
+    else:
+        raise DataError(f"{sample.image}: no annotation or mask to use as ground truth")
+    return LoadedSample(sample.stem, image, mask, labels)

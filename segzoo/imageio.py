@@ -1,0 +1,137 @@
+"""Reading images into uint8 RGB arrays, with explicit, logged conversions.
+
+Accepted: TIFF (incl. BigTIFF), PNG, JPEG files; PIL images; numpy arrays of
+shape HxW, HxWx1, HxWx3 or HxWx4 in uint8, uint16 or float (values in [0, 1]).
+Grayscale is replicated to RGB, alpha is dropped, uint16 is scaled by 1/257,
+float is scaled by 255; each conversion is logged at INFO level. Anything else
+raises DataError naming the source and the problem.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from segzoo.errors import DataError
+
+log = logging.getLogger(__name__)
+
+ImageLike = Union[str, os.PathLike, np.ndarray, Any]  # Any: PIL.Image.Image
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+
+
+def read_array(path: str | os.PathLike) -> np.ndarray:
+    """Raw pixel array of an image file; DataError if it is missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                array = tif.pages[0].asarray()
+        elif suffix in (".png", ".jpg", ".jpeg"):
+            from PIL import Image
+
+            with Image.open(path) as img:
+                img.load()
+                array = _pil_to_array(img)
+        else:
+            raise DataError(f"{path}: unsupported image type {suffix!r}; supported: {', '.join(IMAGE_SUFFIXES)}")
+    except DataError:
+        raise
+    except Exception as err:  # decoders raise many types for corrupt files
+        raise DataError(f"{path}: cannot read image ({type(err).__name__}: {err})") from None
+    return array
+
+
+def _pil_to_array(img) -> np.ndarray:
+    if img.mode in ("P", "PA"):
+        img = img.convert("RGBA" if "transparency" in img.info or img.mode == "PA" else "RGB")
+    if img.mode in ("I;16", "I;16B", "I;16L"):
+        return np.array(img, dtype=np.uint16)
+    if img.mode == "I":
+        return np.array(img, dtype=np.int32)
+    if img.mode == "1":
+        return np.array(img, dtype=np.uint8) * 255
+    if img.mode == "CMYK":
+        img = img.convert("RGB")
+    return np.array(img)
+
+
+def to_rgb_uint8(array: np.ndarray, *, source: str = "image") -> np.ndarray:
+    """Convert an array to HxWx3 uint8, logging each conversion; DataError otherwise."""
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[-1] not in (1, 3, 4):
+        raise DataError(f"{source}: channels-first array of shape {array.shape}; pass HxWxC")
+    if array.ndim == 2:
+        log.info("%s: grayscale image replicated to RGB", source)
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
+        raise DataError(
+            f"{source}: unsupported image shape {array.shape}; expected HxW, HxWx1, HxWx3 or HxWx4")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise DataError(f"{source}: empty image of shape {array.shape}")
+    if array.shape[-1] == 4:
+        log.info("%s: RGBA image, alpha channel dropped", source)
+        array = array[..., :3]
+    elif array.shape[-1] == 1:
+        log.info("%s: single-channel image replicated to RGB", source)
+        array = np.repeat(array, 3, axis=-1)
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
+    if array.dtype == np.uint16:
+        log.info("%s: 16-bit image scaled to 8 bits (value / 257)", source)
+        return np.round(array.astype(np.float32) / 257.0).astype(np.uint8)
+    if array.dtype == bool:
+        raise DataError(f"{source}: boolean array is a mask, not an image")
+    if np.issubdtype(array.dtype, np.floating):
+        finite = np.isfinite(array)
+        if not finite.all():
+            raise DataError(f"{source}: float image contains NaN or infinite values")
+        lo, hi = float(array.min()), float(array.max())
+        if lo < 0.0 or hi > 1.0:
+            raise DataError(
+                f"{source}: float image values must lie in [0, 1], found [{lo:.3g}, {hi:.3g}]; "
+                "pass uint8 for 0-255 data")
+        log.info("%s: float image in [0, 1] scaled to 8 bits", source)
+        return np.round(array * 255.0).astype(np.uint8)
+    raise DataError(f"{source}: unsupported dtype {array.dtype}; expected uint8, uint16 or float in [0, 1]")
+
+
+def read_image(image: ImageLike, *, source: str | None = None) -> np.ndarray:
+    """Any accepted image (path, PIL image, array) as HxWx3 uint8."""
+    if isinstance(image, (str, os.PathLike)):
+        return to_rgb_uint8(read_array(image), source=source or str(image))
+    if isinstance(image, np.ndarray):
+        return to_rgb_uint8(image, source=source or "array")
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow is a core dependency
+        Image = None
+    if Image is not None and isinstance(image, Image.Image):
+        return to_rgb_uint8(_pil_to_array(image), source=source or "PIL image")
+    raise DataError(
+        f"{source or 'input'}: unsupported input type {type(image).__name__}; "
+        "expected a file path, a PIL image or a numpy array")
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """A binary mask file (0 background, non-zero nucleus) as a bool HxW array."""
+    array = read_array(path)
+    if array.ndim == 3:
+        if array.shape[-1] in (3, 4) and np.array_equal(array[..., 0], array[..., 1]):
+            array = array[..., 0]
+        elif array.shape[-1] == 1:
+            array = array[..., 0]
+        else:
+            raise DataError(f"{path}: mask must be single-channel, got shape {array.shape}")
+    if array.ndim != 2:
+        raise DataError(f"{path}: mask must be 2-D, got shape {array.shape}")
+    return array > 0

@@ -1,0 +1,77 @@
+"""Training losses on probabilities (the models end in sigmoid/softmax), keras.ops only.
+
+Selectable by name with get_loss(): "bce_dice" (default), "bce", "dice",
+"focal", "tversky", "focal_tversky".
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+_EPS = 1e-6
+
+
+def _flat(y_true, y_pred):
+    y_true = ops.cast(y_true, y_pred.dtype)
+    return y_true, ops.clip(y_pred, _EPS, 1.0 - _EPS)
+
+
+def soft_dice_loss(y_true, y_pred, smooth: float = 1.0):
+    """1 - soft Dice, computed per image over all pixels and classes, then averaged."""
+    y_true, y_pred = _flat(y_true, y_pred)
+    axes = (1, 2, 3)
+    inter = ops.sum(y_true * y_pred, axis=axes)
+    total = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
+    return ops.mean(1.0 - (2.0 * inter + smooth) / (total + smooth))
+
+
+def bce_loss(y_true, y_pred):
+    y_true, y_pred = _flat(y_true, y_pred)
+    if y_pred.shape[-1] not in (None, 1):
+        return ops.mean(-ops.sum(y_true * ops.log(y_pred), axis=-1))
+    return ops.mean(-(y_true * ops.log(y_pred) + (1.0 - y_true) * ops.log(1.0 - y_pred)))
+
+
+def focal_loss(y_true, y_pred, gamma: float = 2.0, alpha: float = 0.25):
+    """Binary focal loss (Lin et al. 2017)."""
+    y_true, y_pred = _flat(y_true, y_pred)
+    p_t = y_true * y_pred + (1.0 - y_true) * (1.0 - y_pred)
+    a_t = y_true * alpha + (1.0 - y_true) * (1.0 - alpha)
+    return ops.mean(-a_t * ops.power(1.0 - p_t, gamma) * ops.log(p_t))
+
+
+def tversky_loss(y_true, y_pred, alpha: float = 0.3, beta: float = 0.7, smooth: float = 1.0):
+    """1 - Tversky index (Salehi et al. 2017); beta > alpha weighs misses above false alarms."""
+    y_true, y_pred = _flat(y_true, y_pred)
+    axes = (1, 2, 3)
+    tp = ops.sum(y_true * y_pred, axis=axes)
+    fp = ops.sum((1.0 - y_true) * y_pred, axis=axes)
+    fn = ops.sum(y_true * (1.0 - y_pred), axis=axes)
+    return ops.mean(1.0 - (tp + smooth) / (tp + alpha * fp + beta * fn + smooth))
+
+
+@keras.saving.register_keras_serializable(package="segzoo")
+def bce_dice_loss(y_true, y_pred):
+    return bce_loss(y_true, y_pred) + soft_dice_loss(y_true, y_pred)
+
+
+@keras.saving.register_keras_serializable(package="segzoo")
+def focal_tversky_loss(y_true, y_pred):
+    return ops.power(tversky_loss(y_true, y_pred), 0.75)
+
+
+LOSSES = {
+    "bce_dice": bce_dice_loss,
+    "bce": bce_loss,
+    "dice": soft_dice_loss,
+    "focal": focal_loss,
+    "tversky": tversky_loss,
+    "focal_tversky": focal_tversky_loss,
+}
+
+
+def get_loss(name: str):
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; valid losses: {', '.join(sorted(LOSSES))}")
+    return LOSSES[name]

@@ -1,0 +1,344 @@
+"""Training engine behind `scripts/train.py` and `segzoo train`.
+
+Reads a MoNuSeg-layout folder, carves a validation split out of it (never the
+test set), trains with seeded augmented patches, keeps the checkpoint with the
+best validation Dice, chooses the decision threshold on the validation split,
+and writes a model folder (config.json + model.weights.h5) plus training_log.csv.
+The inference path never imports this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import os
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from segzoo.config import WEIGHTS_FILENAME, ModelConfig, atomic_write_text
+from segzoo.data.augment import AugmentConfig, PatchSampler
+from segzoo.data.monuseg import Sample, discover_samples, load_sample
+from segzoo.errors import SegzooError
+from segzoo.metrics import PixelCounts, pixel_counts
+
+log = logging.getLogger("segzoo.train")
+
+STATE_FILE = "train_state.json"
+LOG_FILE = "training_log.csv"
+CHECKPOINT_DIR = "checkpoint"
+THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.30, 0.71, 0.05))
+
+
+def split_train_val(samples: list[Sample], val_fraction: float, seed: int,
+                    val_stems: list[str] | None = None) -> tuple[list[Sample], list[Sample]]:
+    """Deterministic split by stem: `val_stems` if given, else a seeded random fraction."""
+    if val_stems:
+        known = {s.stem for s in samples}
+        unknown = sorted(set(val_stems) - known)
+        if unknown:
+            raise SegzooError(f"--val-stems not found in the data folder: {unknown}")
+        val = [s for s in samples if s.stem in val_stems]
+    else:
+        n_val = int(round(len(samples) * val_fraction))
+        if val_fraction > 0:
+            n_val = max(n_val, 1)
+        if n_val >= len(samples):
+            raise SegzooError(
+                f"validation split of {n_val} leaves no training images out of {len(samples)}")
+        order = np.random.default_rng(seed).permutation(len(samples))
+        val_idx = set(order[:n_val].tolist())
+        val = [s for i, s in enumerate(samples) if i in val_idx]
+    train = [s for s in samples if s not in val]
+    return train, val
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="segzoo train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--architecture", "-a", required=True, help="registered architecture name")
+    p.add_argument("--arch-kwargs", default="{}", help="JSON object of architecture arguments")
+    p.add_argument("--data", required=True, help="training folder (MoNuSeg layout), e.g. ../shared/monuseg/train")
+    p.add_argument("--out", required=True, help="run folder; becomes a model folder")
+    p.add_argument("--name", default=None, help="model name stored in config.json")
+    p.add_argument("--patch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--steps-per-epoch", type=int, default=50)
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW)")
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
+    p.add_argument("--warmup-steps", type=int, default=100)
+    p.add_argument("--loss", default="bce_dice", help="bce_dice, bce, dice, focal, tversky, focal_tversky")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--val-stems", nargs="*", default=None, help="explicit validation tiles (stems)")
+    p.add_argument("--val-tta", action="store_true", help="D4 test-time augmentation for validation")
+    p.add_argument("--no-augment", action="store_true", help="disable all augmentation")
+    p.add_argument("--hed-sigma", type=float, default=AugmentConfig.hed_sigma)
+    p.add_argument("--scale-jitter", type=float, nargs=2, default=[AugmentConfig.scale_min, AugmentConfig.scale_max],
+                   metavar=("MIN", "MAX"))
+    p.add_argument("--min-object-size", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget; stops cleanly")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue the run in --out")
+    group.add_argument("--overwrite", action="store_true", help="delete --out and start again")
+    return p
+
+
+def prepare_run_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber a non-empty folder unless --resume or --overwrite."""
+    if out.exists() and not out.is_dir():
+        raise SegzooError(f"{out}: exists and is not a folder")
+    non_empty = out.is_dir() and any(out.iterdir())
+    if resume:
+        if not (out / STATE_FILE).is_file():
+            raise SegzooError(f"{out}: nothing to resume (no {STATE_FILE}); drop --resume to start a run")
+        return
+    if non_empty and not overwrite:
+        raise SegzooError(f"{out}: run folder is not empty; pass --resume to continue it or "
+                          "--overwrite to replace it")
+    if non_empty and overwrite:
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _load_all(samples: list[Sample]):
+    loaded = [load_sample(s) for s in samples]
+    return [s.image for s in loaded], [s.mask for s in loaded]
+
+
+def _predict_probs(model, config: ModelConfig, images: list[np.ndarray], tta: bool) -> list[np.ndarray]:
+    from segzoo.inference import keras_runner, predict_probabilities
+
+    run = keras_runner(model)
+    return [predict_probabilities(run, im, config, tta=tta)[..., 0] for im in images]
+
+
+def dice_at(probs: list[np.ndarray], masks: list[np.ndarray], threshold: float) -> float:
+    total = PixelCounts()
+    for prob, mask in zip(probs, masks):
+        total = total + pixel_counts(prob >= threshold, mask)
+    return total.metrics()["dice"]
+
+
+def run(args: argparse.Namespace) -> Path:
+    import keras
+
+    from segzoo import __version__
+    from segzoo.losses import get_loss
+    from segzoo.model_io import default_config, save_model
+    from segzoo.data.pipeline import make_dataset
+
+    out = Path(args.out)
+    prepare_run_folder(out, resume=args.resume, overwrite=args.overwrite)
+    keras.utils.set_random_seed(args.seed)
+    try:
+        arch_kwargs = json.loads(args.arch_kwargs)
+    except json.JSONDecodeError as err:
+        raise SegzooError(f"--arch-kwargs is not valid JSON: {err}") from None
+    if not isinstance(arch_kwargs, dict):
+        raise SegzooError("--arch-kwargs must be a JSON object")
+    if int(arch_kwargs.get("num_classes", 1)) != 1:
+        raise SegzooError("MoNuSeg training is binary (nuclei vs background); use num_classes=1")
+    loss_fn = get_loss(args.loss)
+
+    samples = discover_samples(args.data)
+    train_samples, val_samples = split_train_val(samples, args.val_fraction, args.seed, args.val_stems)
+    log.info("data: %d training, %d validation tiles from %s", len(train_samples), len(val_samples), args.data)
+    train_images, train_masks = _load_all(train_samples)
+    val_images, val_masks = _load_all(val_samples)
+
+    config = default_config(args.architecture, **arch_kwargs)
+    config.name = args.name
+    config.postprocessing.min_object_size = args.min_object_size
+    config.provenance = {
+        "data": str(args.data),
+        "train_stems": [s.stem for s in train_samples],
+        "val_stems": [s.stem for s in val_samples],
+        "command": "segzoo train " + " ".join(shlex.quote(a) for a in args.argv),
+        "segzoo_version": __version__,
+        "loss": args.loss,
+        "seed": args.seed,
+    }
+
+    state = {"epoch": 0, "best_dice": -1.0, "elapsed_s": 0.0}
+    ckpt = out / CHECKPOINT_DIR / "last.keras"
+    if args.resume:
+        state = json.loads((out / STATE_FILE).read_text())
+        model = keras.saving.load_model(ckpt)
+        log.info("resumed from epoch %d (best validation Dice %.4f)", state["epoch"], state["best_dice"])
+    else:
+        from segzoo.model_io import build_from_config
+
+        model = build_from_config(config)
+        total_steps = args.epochs * args.steps_per_epoch
+        if args.schedule == "cosine":
+            lr = keras.optimizers.schedules.CosineDecay(
+                0.0 if args.warmup_steps else args.lr, decay_steps=max(total_steps - args.warmup_steps, 1),
+                warmup_target=args.lr if args.warmup_steps else None, warmup_steps=args.warmup_steps,
+                alpha=0.01)
+        else:
+            lr = args.lr
+        model.compile(optimizer=keras.optimizers.AdamW(learning_rate=lr, weight_decay=args.weight_decay),
+                      loss=loss_fn)
+    log.info("model %s: %d parameters; devices: %s", args.architecture, model.count_params(), _devices())
+
+    augment = AugmentConfig.disabled() if args.no_augment else AugmentConfig(
+        hed_sigma=args.hed_sigma, scale_min=args.scale_jitter[0], scale_max=args.scale_jitter[1])
+    sampler = PatchSampler(train_images, train_masks, args.patch_size, augment)
+    dataset = make_dataset(sampler, args.batch_size, config.preprocessing, seed=args.seed,
+                           start_step=state["epoch"] * args.steps_per_epoch)
+
+    monitor = _Monitor(args, config, out, state, val_images, val_masks, save_model)
+    if state["epoch"] < args.epochs and not monitor.out_of_time(0.0):
+        model.fit(dataset, epochs=args.epochs, initial_epoch=state["epoch"],
+                  steps_per_epoch=args.steps_per_epoch, callbacks=[monitor], verbose=0,
+                  shuffle=False)
+    monitor.close()
+
+    if not (out / WEIGHTS_FILENAME).is_file():
+        raise SegzooError(f"{out}: training stopped before the first validation; no model written")
+    _choose_threshold(out, val_images, val_masks, args.val_tta)
+    return out
+
+
+def _devices() -> str:
+    try:
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return f"{len(gpus)} GPU(s)" if gpus else f"CPU ({os.cpu_count()} cores)"
+    except ImportError:  # another Keras backend
+        return "non-TensorFlow backend"
+
+
+def _choose_threshold(out: Path, val_images, val_masks, tta: bool) -> None:
+    """Sweep thresholds on the validation split with the best weights; store the best."""
+    from segzoo.model_io import load_model
+
+    if not val_images:
+        log.info("no validation split: keeping threshold 0.5")
+        return
+    model, config = load_model(out)
+    probs = _predict_probs(model, config, val_images, tta)
+    scores = {t: dice_at(probs, val_masks, t) for t in THRESHOLDS}
+    best = max(scores, key=lambda t: (scores[t], -abs(t - 0.5)))
+    config.postprocessing.threshold = float(best)
+    config.provenance["threshold_selection"] = {
+        "split": "validation", "tta": tta, "dice_by_threshold": {str(k): round(v, 5) for k, v in scores.items()}}
+    config.save(out / "config.json")
+    log.info("threshold %.2f chosen on validation (Dice %.4f; at 0.50: %.4f)", best, scores[best], scores[0.5])
+
+
+import keras  # noqa: E402  (training always has Keras; imported late to keep module docs first)
+
+
+class _Monitor(keras.callbacks.Callback):
+    """Validation Dice, best-checkpoint, CSV log, resume state, wall-clock budget, progress."""
+
+    def __init__(self, args, config, out: Path, state: dict, val_images, val_masks, save_model):
+        super().__init__()
+        self.args, self.config, self.out, self.state = args, config, out, state
+        self.val_images, self.val_masks, self.save_model = val_images, val_masks, save_model
+        self.started = time.monotonic() - state["elapsed_s"]
+        self.session_start = time.monotonic()
+        self.epoch_seconds: list[float] = []
+        self.bar = None
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def out_of_time(self, next_epoch_s: float) -> bool:
+        if self.args.max_minutes is None:
+            return False
+        return (time.monotonic() - self.session_start) + next_epoch_s > self.args.max_minutes * 60
+
+    def on_epoch_begin(self, epoch, logs=None):
+        from tqdm import tqdm
+
+        self.epoch_start = time.monotonic()
+        self.bar = tqdm(total=self.args.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.args.epochs}",
+                        unit="step", mininterval=5.0 if not sys.stderr.isatty() else 0.2, leave=False)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.bar is not None:
+            self.bar.update(1)
+            rate = self.bar.n * self.args.batch_size / max(time.monotonic() - self.epoch_start, 1e-9)
+            self.bar.set_postfix(loss=f"{(logs or {}).get('loss', float('nan')):.4f}",
+                                 patches_per_s=f"{rate:.1f}", refresh=False)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.bar is not None:
+            self.bar.close()
+        train_s = time.monotonic() - self.epoch_start
+        patches_per_s = self.args.steps_per_epoch * self.args.batch_size / train_s
+        t0 = time.monotonic()
+        if self.val_images:
+            probs = _predict_probs(self.model, self.config, self.val_images, False)
+            val_dice = dice_at(probs, self.val_masks, 0.5)
+        else:
+            val_dice = float("nan")
+        val_s = time.monotonic() - t0
+        improved = not self.val_images or val_dice > self.state["best_dice"]
+        if improved:
+            self.state["best_dice"] = float(val_dice) if self.val_images else -1.0
+            self.config.provenance["best_epoch"] = epoch + 1
+            self.config.provenance["val_dice_at_0.5"] = round(float(val_dice), 5)
+            self.save_model(self.model, self.out, self.config, overwrite=True)
+        lr = self.model.optimizer.learning_rate
+        lr = float(np.asarray(lr.numpy() if hasattr(lr, "numpy") else lr))
+        row = {"epoch": epoch + 1, "loss": round(float((logs or {}).get("loss", math.nan)), 6),
+               "val_dice": round(float(val_dice), 6), "lr": f"{lr:.3e}",
+               "patches_per_s": round(patches_per_s, 2), "epoch_s": round(train_s + val_s, 1),
+               "elapsed_min": round(self.elapsed() / 60, 2), "best": int(improved)}
+        self._append_csv(row)
+        self.state.update(epoch=epoch + 1, elapsed_s=self.elapsed())
+        ckpt_dir = self.out / CHECKPOINT_DIR
+        ckpt_dir.mkdir(exist_ok=True)
+        tmp = ckpt_dir / ".last.tmp.keras"
+        self.model.save(tmp)
+        os.replace(tmp, ckpt_dir / "last.keras")
+        atomic_write_text(self.out / STATE_FILE, json.dumps(self.state, indent=2))
+        print(f"epoch {epoch + 1}/{self.args.epochs}  loss {row['loss']:.4f}  val_dice {val_dice:.4f}"
+              f"{' *' if improved else '  '}  {patches_per_s:.1f} patches/s  lr {row['lr']}  "
+              f"elapsed {row['elapsed_min']:.1f} min", flush=True)
+        self.epoch_seconds.append(train_s + val_s)
+        if self.out_of_time(float(np.median(self.epoch_seconds))):
+            print(f"stopping: --max-minutes {self.args.max_minutes} would be exceeded by another epoch",
+                  flush=True)
+            self.model.stop_training = True
+
+    def _append_csv(self, row: dict) -> None:
+        path = self.out / LOG_FILE
+        new = not path.exists()
+        with open(path, "a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        out = run(args)
+    except SegzooError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"model folder: {out}")
+    return 0

@@ -1,0 +1,116 @@
+"""One test class run for every registered architecture (tiny configs)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import segzoo
+from segzoo.architectures import list_architectures, model_stride
+from segzoo.config import ModelConfig
+from segzoo.errors import ConfigError, UnknownNameError
+from segzoo.model_io import default_config, load_model, save_model
+
+from conftest import tiny_kwargs
+
+
+@pytest.mark.parametrize("name", list_architectures())
+class TestArchitecture:
+    def _model(self, name, **extra):
+        import keras
+
+        keras.utils.set_random_seed(0)
+        return segzoo.create_model(name, **{**tiny_kwargs(name), **extra})
+
+    def test_output_shape_non_square(self, name):
+        model = self._model(name)
+        s = model_stride(name, **tiny_kwargs(name))
+        x = np.random.default_rng(0).normal(size=(2, 3 * s, 5 * s, 3)).astype("float32")
+        y = np.asarray(model(x, training=False))
+        assert y.shape == (2, 3 * s, 5 * s, 1)
+        assert np.all((y >= 0) & (y <= 1))
+
+    def test_multiclass_head_is_softmax(self, name):
+        model = self._model(name, num_classes=3)
+        s = model_stride(name, **tiny_kwargs(name))
+        y = np.asarray(model(np.zeros((1, 2 * s, 2 * s, 3), "float32"), training=False))
+        assert y.shape == (1, 2 * s, 2 * s, 3)
+        np.testing.assert_allclose(y.sum(-1), 1.0, atol=1e-5)
+
+    def test_training_step_lowers_loss(self, name):
+        import keras
+
+        from segzoo.losses import bce_dice_loss
+
+        model = self._model(name)
+        s = model_stride(name, **tiny_kwargs(name))
+        size = max(4 * s, 32)
+        rng = np.random.default_rng(1)
+        x = rng.normal(size=(4, size, size, 3)).astype("float32")
+        y = (x[..., :1] > 0.3).astype("float32")  # learnable: nuclei where channel 0 is high
+        model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=bce_dice_loss)
+        before = float(model.evaluate(x, y, verbose=0))
+        for _ in range(15):
+            model.train_on_batch(x, y)
+        after = float(model.evaluate(x, y, verbose=0))
+        assert after < before
+
+    def test_config_round_trip(self, name):
+        config = default_config(name, **tiny_kwargs(name))
+        again = ModelConfig.from_json(config.to_json())
+        assert again == config
+        assert again.preprocessing.pad_to_stride == model_stride(name, **tiny_kwargs(name))
+
+    def test_save_load_identical_outputs(self, name, tmp_path):
+        model = self._model(name)
+        config = default_config(name, **tiny_kwargs(name))
+        save_model(model, tmp_path / "m", config)
+        loaded, loaded_config = load_model(tmp_path / "m")
+        assert loaded_config == config
+        s = config.preprocessing.pad_to_stride
+        x = np.random.default_rng(2).normal(size=(1, 2 * s, 3 * s, 3)).astype("float32")
+        np.testing.assert_array_equal(np.asarray(model(x, training=False)),
+                                      np.asarray(loaded(x, training=False)))
+
+    def test_full_keras_serialization(self, name, tmp_path):
+        """The .keras format (custom layers via get_config + registration) round-trips."""
+        import keras
+
+        model = self._model(name)
+        model.save(tmp_path / "m.keras")
+        again = keras.saving.load_model(tmp_path / "m.keras")
+        s = model_stride(name, **tiny_kwargs(name))
+        x = np.random.default_rng(3).normal(size=(1, 2 * s, 2 * s, 3)).astype("float32")
+        np.testing.assert_allclose(np.asarray(model(x)), np.asarray(again(x)), atol=1e-6)
+
+    def test_unknown_kwarg_lists_valid(self, name):
+        with pytest.raises(ConfigError, match="valid arguments"):
+            segzoo.create_model(name, not_an_argument=1)
+
+
+def test_unknown_architecture_lists_names():
+    with pytest.raises(UnknownNameError) as info:
+        segzoo.create_model("resnet-9000")
+    for name in list_architectures():
+        assert name in str(info.value)
+
+
+def test_registry_has_the_three_papers():
+    assert {"unet", "segnet", "deeplabv3"} <= set(list_architectures())
+
+
+def test_segnet_unpooling_places_values_at_max_positions():
+    from segzoo.architectures.layers import MaxPoolingWithMask, MaxUnpoolingWithMask
+
+    x = np.array([[1, 5, 0, 2], [3, 2, 7, 1], [0, 0, 1, 1], [9, 0, 1, 4]], "float32")[None, :, :, None]
+    pooled, mask = MaxPoolingWithMask()(x)
+    np.testing.assert_array_equal(np.asarray(pooled)[0, :, :, 0], [[5, 7], [9, 4]])
+    out = np.asarray(MaxUnpoolingWithMask()([pooled, mask]))[0, :, :, 0]
+    np.testing.assert_array_equal(out, [[0, 5, 0, 0], [0, 0, 7, 0], [0, 0, 0, 0], [9, 0, 0, 4]])
+
+
+def test_deeplab_output_stride_16_and_rejects_others():
+    m = segzoo.create_model("deeplabv3", **{**tiny_kwargs("deeplabv3"), "output_stride": 16})
+    assert np.asarray(m(np.zeros((1, 32, 48, 3), "float32"))).shape == (1, 32, 48, 1)
+    with pytest.raises(ValueError, match="output_stride"):
+        segzoo.create_model("deeplabv3", **{**tiny_kwargs("deeplabv3"), "output_stride": 4})
