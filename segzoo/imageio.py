@@ -68,7 +68,7 @@ def _pil_to_array(img) -> np.ndarray:
 def to_rgb_uint8(array: np.ndarray, *, source: str = "image") -> np.ndarray:
     """Convert an array to HxWx3 uint8, logging each conversion; DataError otherwise."""
     array = np.asarray(array)
-    if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[-1] not in (1, 3, 4):
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] > 4:
         raise DataError(f"{source}: channels-first array of shape {array.shape}; pass HxWxC")
     if array.ndim == 2:
         log.info("%s: grayscale image replicated to RGB", source)

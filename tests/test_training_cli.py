@@ -1,0 +1,115 @@
+"""Training, evaluation and prediction end to end on synthetic MoNuSeg-layout data."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segzoo.cli import main as cli_main
+from segzoo.model_io import load_model
+from segzoo.training import main as train_main
+from segzoo.training import split_train_val
+from segzoo.data.monuseg import discover_samples
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _train_args(data, out, *extra):
+    return ["-a", "unet", "--arch-kwargs", '{"depth": 2, "base_filters": 4, "dropout": 0.0}',
+            "--data", str(data), "--out", str(out), "--patch-size", "32", "--batch-size", "2",
+            "--epochs", "2", "--steps-per-epoch", "2", "--val-fraction", "0.25", "--warmup-steps", "1",
+            *extra]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from conftest import write_monuseg_folder
+
+    root = tmp_path_factory.mktemp("train")
+    data = write_monuseg_folder(root / "data", n=4, size=64)
+    out = root / "run"
+    assert train_main(_train_args(data, out)) == 0
+    return data, out
+
+
+def test_training_writes_a_loadable_model_folder(trained):
+    data, out = trained
+    model, config = load_model(out)
+    assert config.architecture == "unet"
+    assert 0 < config.postprocessing.threshold < 1
+    assert config.provenance["val_stems"] and "segzoo train" in config.provenance["command"]
+    assert not set(config.provenance["val_stems"]) & set(config.provenance["train_stems"])
+    rows = list(csv.DictReader(open(out / "training_log.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert float(rows[0]["patches_per_s"]) > 0
+
+
+def test_refuses_non_empty_run_folder_then_resumes(trained, capsys):
+    data, out = trained
+    assert train_main(_train_args(data, out)) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert train_main(_train_args(data, out, "--epochs", "3", "--resume")) == 0
+    rows = list(csv.DictReader(open(out / "training_log.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+
+
+def test_overwrite_and_time_budget(trained, tmp_path):
+    data, _ = trained
+    out = tmp_path / "budget"
+    out.mkdir()
+    (out / "old.txt").write_text("x")
+    # A budget this small stops after the first epoch (the next one would not fit).
+    assert train_main(_train_args(data, out, "--overwrite", "--epochs", "50", "--max-minutes", "0.001")) == 0
+    assert not (out / "old.txt").exists()
+    rows = list(csv.DictReader(open(out / "training_log.csv")))
+    assert len(rows) == 1
+
+
+def test_split_is_deterministic_and_disjoint(monuseg_folder):
+    samples = discover_samples(monuseg_folder)
+    a = split_train_val(samples, 0.25, seed=3)
+    b = split_train_val(samples, 0.25, seed=3)
+    assert a == b and len(a[1]) == 1 and not set(a[0]) & set(a[1])
+
+
+def test_evaluate_script_writes_tables_and_figure(trained):
+    data, out = trained
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), str(out), "--data", str(data),
+                             "--out", str(out / "eval"), "--figure", "2"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    for key in ("accuracy", "precision", "recall", "dice", "iou"):
+        assert 0 <= metrics["micro"][key] <= 1
+    for key in ("loss", "aji", "pq", "dice"):
+        assert key in metrics["mean"]
+    assert metrics["n_images"] == 4 and len(metrics["per_image"]) == 4
+    assert "| Model | Loss | Accuracy | Precision | Recall | F1/Dice | IoU | AJI | PQ |" in \
+        (out / "eval" / "metrics.md").read_text()
+    assert Image.open(out / "eval" / "figure.png").size[1] == 2 * 64
+
+
+def test_cli_predict_with_bad_file_continues(trained, tmp_path, capsys):
+    _, out = trained
+    good = tmp_path / "good.png"
+    Image.fromarray(np.full((40, 50, 3), 200, np.uint8)).save(good)
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"not a tiff")
+    dest = tmp_path / "pred"
+    code = cli_main(["predict", str(bad), str(good), "--model", str(out), "--out", str(dest)])
+    assert code == 1
+    assert "bad.tif" in capsys.readouterr().err
+    assert Image.open(dest / "good_mask.png").size == (50, 40)
+    assert (dest / "good_overlay.png").exists()
+    # Existing outputs are not silently overwritten.
+    assert cli_main(["predict", str(good), "--model", str(out), "--out", str(dest)]) == 1
+    assert cli_main(["predict", str(good), "--model", str(out), "--out", str(dest), "--overwrite"]) == 0
+
+
+def test_cli_unknown_command_and_help(capsys):
+    assert cli_main(["frobnicate"]) == 2
+    assert cli_main([]) == 0
