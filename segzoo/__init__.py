@@ -20,6 +20,20 @@ def create_model(name: str, **kwargs):
     return _create(name, **kwargs)
 
 
+def load(source, *, runtime: str = "auto", revision: str | None = None, cache_dir=None):
+    """A Predictor from a zoo name, 'hf://org/repo[@rev]' or a model folder (see segzoo.loading)."""
+    from segzoo.loading import load as _load
+
+    return _load(source, runtime=runtime, revision=revision, cache_dir=cache_dir)
+
+
+def list_models() -> list[str]:
+    """Names of the trained models in the zoo."""
+    from segzoo.zoo import list_models as _list
+
+    return _list()
+
+
 def save_model(model, folder, config: ModelConfig, *, overwrite: bool = False):
     """Write `folder/config.json` + `folder/model.weights.h5` atomically."""
     from segzoo.model_io import save_model as _save
@@ -43,6 +57,8 @@ __all__ = [
     "UnknownNameError",
     "create_model",
     "list_architectures",
+    "list_models",
+    "load",
     "load_keras_model",
     "save_model",
 ]

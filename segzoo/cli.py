@@ -13,44 +13,95 @@ COMMANDS = ("train", "evaluate", "predict")
 
 
 def _predict_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="segzoo predict",
-                                description="Predict nuclei masks; writes <stem>_mask.png and <stem>_overlay.png.")
-    p.add_argument("inputs", nargs="*", help="image files (default: the sample image shipped with segzoo)")
-    p.add_argument("--model", required=True, help="model folder (config.json + model.weights.h5)")
+    from segzoo.writers import FORMATS
+
+    p = argparse.ArgumentParser(
+        prog="segzoo predict",
+        description="Predict nuclei; writes <stem>_mask.png, <stem>_labels.tif, <stem>.geojson, "
+                    "<stem>_overlay.png and <stem>_nuclei.csv into --out.")
+    p.add_argument("inputs", nargs="*", help="image files or folders (default: the sample image shipped with segzoo)")
+    p.add_argument("--model", default="unet-monuseg",
+                   help="zoo name (segzoo.list_models()), hf://org/repo[@rev] or model folder")
     p.add_argument("--out", required=True, help="output folder (created if needed)")
-    p.add_argument("--tta", action="store_true", help="D4 test-time augmentation")
+    p.add_argument("--runtime", default="auto", choices=["auto", "keras", "onnx"])
+    p.add_argument("--tile", type=int, default=None, help="tile size (default: from config.json)")
+    p.add_argument("--overlap", type=int, default=None, help="tile overlap in pixels (default: from config.json)")
+    p.add_argument("--batch-size", type=int, default=None, help="tiles per forward pass")
+    p.add_argument("--tta", action="store_true", help="D4 test-time augmentation (8 passes)")
+    p.add_argument("--formats", default="mask,overlay,labels,geojson,csv",
+                   help=f"comma-separated subset of {','.join(FORMATS)}")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     return p
 
 
 def predict_main(argv: list[str]) -> int:
     args = _predict_parser().parse_args(argv)
-    from segzoo.predictor import Predictor, sample_image_path
-    from segzoo.writers import write_mask_png, write_overlay_png
+    from segzoo.loading import load
+    from segzoo.predictor import list_images, sample_image_path
+    from segzoo.writers import FORMATS, SUFFIXES, write_csv, write_geojson, write_labels_tiff, \
+        write_mask_png, write_overlay_png
 
-    inputs = [Path(p) for p in args.inputs] or [sample_image_path()]
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    bad = sorted(set(formats) - set(FORMATS))
+    if bad or not formats:
+        print(f"error: unknown format(s) {bad}; valid formats: {', '.join(FORMATS)}", file=sys.stderr)
+        return 2
+    inputs: list[Path] = []
+    failures = 0
+    for raw in args.inputs or [str(sample_image_path())]:
+        path = Path(raw)
+        if path.is_dir():
+            found = list_images(path)
+            if not found:
+                print(f"error: {path}: folder holds no images (.tif, .png, .jpg)", file=sys.stderr)
+                failures += 1
+            inputs.extend(found)
+        else:
+            inputs.append(path)
+    stems = [p.stem for p in inputs]
+    duplicates = sorted({s for s in stems if stems.count(s) > 1})
+    if duplicates:
+        print(f"error: several inputs share the name(s) {duplicates}; their outputs would collide",
+              file=sys.stderr)
+        return 2
     out = Path(args.out)
     try:
-        predictor = Predictor.from_folder(args.model)
+        predictor = load(args.model, runtime=args.runtime)
     except SegzooError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    failures = 0
+    writers = {
+        "mask": lambda r, t: write_mask_png(r.mask, t),
+        "labels": lambda r, t: write_labels_tiff(r.labels, t),
+        "overlay": lambda r, t: write_overlay_png(r.image, r.labels, t),
+        "csv": lambda r, t: write_csv(r.measurements(), t),
+        "geojson": lambda r, t: write_geojson(r.to_geojson(), t),
+    }
+    todo = []
     for path in inputs:
-        targets = {"mask": out / f"{path.stem}_mask.png", "overlay": out / f"{path.stem}_overlay.png"}
-        try:
-            if any(t.resolve() == path.resolve() for t in targets.values()):
-                raise SegzooError(f"{path}: output would overwrite the input")
-            existing = [str(t) for t in targets.values() if t.exists()]
-            if existing and not args.overwrite:
-                raise SegzooError(f"{path}: outputs exist ({', '.join(existing)}); pass --overwrite")
-            result = predictor.predict(path, tta=args.tta)
-            write_mask_png(result.mask, targets["mask"])
-            write_overlay_png(result.image, result.labels, targets["overlay"])
-            print(f"{path}: {result.num_nuclei} nuclei -> {targets['mask']}, {targets['overlay']}")
-        except SegzooError as err:
+        targets = {f: out / f"{path.stem}{SUFFIXES[f]}" for f in formats}
+        if any(t.resolve() == path.resolve() for t in targets.values()):
+            print(f"error: {path}: an output would overwrite the input; choose another --out", file=sys.stderr)
             failures += 1
-            print(f"error: {err}", file=sys.stderr)
+            continue
+        existing = [str(t) for t in targets.values() if t.exists()]
+        if existing and not args.overwrite:
+            print(f"error: {path}: outputs exist ({', '.join(existing)}); pass --overwrite to replace them",
+                  file=sys.stderr)
+            failures += 1
+            continue
+        todo.append((path, targets))
+    options = dict(tta=args.tta, tile_size=args.tile, overlap=args.overlap, batch_size=args.batch_size)
+    results = predictor.predict_batch([p for p, _ in todo], progress=len(todo) > 1, **options)
+    for (path, targets), (_, result) in zip(todo, results):
+        if isinstance(result, Exception):
+            failures += 1
+            print(f"error: {result}", file=sys.stderr)
+            continue
+        for fmt, target in targets.items():
+            writers[fmt](result, target)
+        print(f"{path}: {result.num_nuclei} nuclei -> {', '.join(str(t) for t in targets.values())}")
+    print(f"{len(inputs)} input(s): {len(inputs) - failures} written, {failures} failed", file=sys.stderr)
     return 1 if failures else 0
 
 

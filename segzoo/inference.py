@@ -78,12 +78,12 @@ def predict_probabilities(run_batch: BatchRunner, image: np.ndarray, config: Mod
     overlap = min(overlap, tile // 2)
     batch_size = batch_size or inf.batch_size
     h, w = image.shape[:2]
-    x = normalize(image, prep)
     if h <= tile and w <= tile:
-        padded, _ = pad_to_multiple(x, stride, prep.pad_mode)
+        padded, _ = pad_to_multiple(normalize(image, prep), stride, prep.pad_mode)
         return run_with_tta(run_batch, padded[None], tta)[0, :h, :w].astype(np.float32)
-    # Pad to at least one tile in each direction (multiples of the stride).
-    padded, _ = pad_to_multiple(x, stride, prep.pad_mode)
+    # Pad the uint8 image (not a float copy: 4x smaller for large images) to at
+    # least one tile and to multiples of the stride; normalise tile by tile.
+    padded, _ = pad_to_multiple(image, stride, prep.pad_mode)
     ph, pw = padded.shape[:2]
     if ph < tile or pw < tile:
         extra = [(0, max(tile - ph, 0)), (0, max(tile - pw, 0)), (0, 0)]
@@ -93,20 +93,22 @@ def predict_probabilities(run_batch: BatchRunner, image: np.ndarray, config: Mod
     window = np.outer(blend_window(tile, overlap), blend_window(tile, overlap))[..., None]
     acc = None
     weight = np.zeros((ph, pw, 1), dtype=np.float32)
-    for coords, out in _run_tiles(run_batch, padded, [(y, x0) for y in ys for x0 in xs], tile, batch_size, tta):
+    positions = [(y, x0) for y in ys for x0 in xs]
+    for coords, out in _run_tiles(run_batch, padded, positions, tile, batch_size, tta, prep):
         if acc is None:
             acc = np.zeros((ph, pw, out.shape[-1]), dtype=np.float32)
         y, x0 = coords
         acc[y:y + tile, x0:x0 + tile] += out * window
         weight[y:y + tile, x0:x0 + tile] += window
-    return (acc / weight)[:h, :w]
+    acc /= weight
+    return acc[:h, :w]
 
 
 def _run_tiles(run_batch: BatchRunner, padded: np.ndarray, positions, tile: int, batch_size: int,
-               tta: bool) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
+               tta: bool, prep) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
     for i in range(0, len(positions), batch_size):
         chunk = positions[i:i + batch_size]
-        batch = np.stack([padded[y:y + tile, x:x + tile] for y, x in chunk])
+        batch = normalize(np.stack([padded[y:y + tile, x:x + tile] for y, x in chunk]), prep)
         out = run_with_tta(run_batch, batch, tta)
         yield from zip(chunk, out)
 

@@ -32,6 +32,18 @@ class Prediction:
     def num_nuclei(self) -> int:
         return int(len(np.unique(self.labels)) - 1) if self.labels.any() else 0
 
+    def measurements(self) -> list[dict]:
+        """Per-nucleus area, centroid, bounding box, mean intensity and probability."""
+        from segzoo.writers import measure_nuclei
+
+        return measure_nuclei(self.labels, self.image, self.prob)
+
+    def to_geojson(self, object_type: str = "detection") -> dict:
+        """QuPath-ready GeoJSON FeatureCollection of nucleus polygons."""
+        from segzoo.writers import geojson_collection
+
+        return geojson_collection(self.labels, self.measurements(), object_type=object_type)
+
 
 class Predictor:
     """Predict nuclei with one model; build with segzoo.load() or Predictor.from_folder()."""
@@ -58,6 +70,20 @@ class Predictor:
         mask, labels = probabilities_to_instances(prob, self.config.postprocessing)
         return Prediction(prob=prob.astype(np.float32), mask=mask, labels=labels, image=rgb)
 
+    def predict_batch(self, images, *, progress: bool = True, **kwargs):
+        """Predict several images (a list, or a folder of images). Yields (source, Prediction
+        or the SegzooError it raised), so one bad image does not stop the others."""
+        from tqdm import tqdm
+
+        from segzoo.errors import SegzooError
+
+        items = list_images(images) if isinstance(images, (str, os.PathLike)) else list(images)
+        for item in tqdm(items, desc="predict", unit="image", disable=not progress):
+            try:
+                yield item, self.predict(item, **kwargs)
+            except SegzooError as err:
+                yield item, err
+
     def __repr__(self) -> str:
         return f"Predictor({self.config.name or self.config.architecture!r}, runtime={self.runtime!r})"
 
@@ -65,3 +91,15 @@ class Predictor:
 def sample_image_path() -> Path:
     """A 512x512 H&E crop that ships with segzoo (MoNuSeg 2018 training tile, CC BY-NC-SA 4.0)."""
     return Path(__file__).parent / "samples" / "monuseg_sample.png"
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files (TIFF, PNG, JPEG) directly inside `folder`, sorted."""
+    from segzoo.errors import DataError
+    from segzoo.imageio import IMAGE_SUFFIXES
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder")
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))

@@ -1,0 +1,75 @@
+"""segzoo.load(): one call from a zoo name, an hf:// URI or a folder to a Predictor."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from segzoo.config import CONFIG_FILENAME, WEIGHTS_FILENAME
+from segzoo.errors import SegzooError
+from segzoo.predictor import Predictor
+
+RUNTIMES = ("auto", "keras", "onnx")
+
+
+def _pick_runtime(runtime: str, has_onnx: bool) -> str:
+    if runtime not in RUNTIMES:
+        raise SegzooError(f"unknown runtime {runtime!r}; valid runtimes: {', '.join(RUNTIMES)}")
+    if runtime != "auto":
+        return runtime
+    if has_onnx:
+        try:
+            import onnxruntime  # noqa: F401
+
+            return "onnx"
+        except ImportError:
+            pass
+    return "keras"
+
+
+def predictor_from_folder(folder: Path, runtime: str) -> Predictor:
+    if runtime == "onnx":
+        from segzoo.onnx_runtime import OnnxPredictorFactory
+
+        return OnnxPredictorFactory.from_file(folder / "model.onnx")
+    if not (folder / WEIGHTS_FILENAME).is_file():
+        raise SegzooError(f"{folder}: no {WEIGHTS_FILENAME} for the Keras runtime")
+    return Predictor.from_folder(folder)
+
+
+def load(source: str | os.PathLike, *, runtime: str = "auto", revision: str | None = None,
+         cache_dir: str | os.PathLike | None = None) -> Predictor:
+    """A Predictor for `source`: a zoo name (see list_models()), 'hf://org/repo[@revision]',
+    or a local model folder (config.json + model.weights.h5 and/or model.onnx)."""
+    from segzoo import zoo
+
+    text = os.fspath(source)
+    if text.startswith("hf://"):
+        repo_id, uri_revision = zoo.parse_hf_uri(text)
+        rev = revision or uri_revision
+        choice = _pick_runtime(runtime, has_onnx=False) if runtime != "onnx" else "onnx"
+        files = [CONFIG_FILENAME, WEIGHTS_FILENAME] if choice == "keras" else ["model.onnx"]
+        unreachable, missing = zoo._hub_errors()
+        try:
+            folder = zoo.download_files(repo_id, files, revision=rev, cache_dir=cache_dir)
+        except missing as err:
+            raise SegzooError(f"hf://{repo_id}@{rev or 'main'}: not found or not authorised "
+                              f"({type(err).__name__}); check the repo id, revision and HF_TOKEN") from None
+        except unreachable as err:
+            raise SegzooError(f"hf://{repo_id}: the Hub cannot be reached and nothing is cached "
+                              f"({type(err).__name__}); check the network or HF_ENDPOINT") from None
+        return predictor_from_folder(folder, choice)
+    path = Path(text)
+    if path.is_dir():
+        if not (path / CONFIG_FILENAME).is_file() and not (path / "model.onnx").is_file():
+            raise SegzooError(f"{path}: not a model folder (no {CONFIG_FILENAME} or model.onnx)")
+        return predictor_from_folder(path, _pick_runtime(runtime, (path / "model.onnx").is_file()))
+    if path.suffix == ".onnx" and path.is_file():
+        return predictor_from_folder(path.parent, "onnx") if path.name == "model.onnx" else \
+            __import__("segzoo.onnx_runtime", fromlist=["x"]).OnnxPredictorFactory.from_file(path)
+    if path.exists() or os.sep in text or text.startswith("."):
+        raise SegzooError(f"{text}: not a model folder, an .onnx file, a zoo name or an hf:// URI")
+    entry = zoo.get_entry(text)
+    choice = _pick_runtime(runtime, has_onnx="model.onnx" in entry.files)
+    folder = zoo.resolve_zoo(text, runtime=choice, revision=revision, cache_dir=cache_dir)
+    return predictor_from_folder(folder, choice)

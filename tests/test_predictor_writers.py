@@ -1,0 +1,115 @@
+"""Predictor inputs and every writer, read back."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from segzoo.errors import DataError
+from segzoo.predictor import Predictor
+from segzoo.writers import (geojson_collection, measure_nuclei, write_csv, write_geojson, write_labels_tiff,
+                            write_mask_png, write_overlay_png)
+
+
+def _labels():
+    labels = np.zeros((40, 60), np.int32)
+    labels[5:15, 5:12] = 1  # 10 x 7 rectangle
+    yy, xx = np.mgrid[0:40, 0:60]
+    labels[(yy - 25) ** 2 + (xx - 40) ** 2 < 36] = 2
+    return labels
+
+
+def test_geojson_is_feature_collection_with_closed_rings_in_pixel_coords(tmp_path):
+    labels = _labels()
+    image = np.full((40, 60, 3), 100, np.uint8)
+    collection = geojson_collection(labels, measure_nuclei(labels, image))
+    write_geojson(collection, tmp_path / "n.geojson")
+    data = json.loads((tmp_path / "n.geojson").read_text())
+    assert data["type"] == "FeatureCollection" and len(data["features"]) == 2
+    for feature in data["features"]:
+        assert feature["type"] == "Feature" and feature["geometry"]["type"] == "Polygon"
+        assert feature["properties"]["objectType"] == "detection"
+        assert feature["properties"]["classification"]["name"] == "Nucleus"
+        ring = np.array(feature["geometry"]["coordinates"][0])
+        assert len(ring) >= 4 and np.array_equal(ring[0], ring[-1])
+    first = np.array(data["features"][0]["geometry"]["coordinates"][0])
+    # The rectangle covers pixel centres x 5..11, y 5..14: its outline lies within half a pixel.
+    assert first[:, 0].min() >= 4.5 and first[:, 0].max() <= 11.5
+    assert first[:, 1].min() >= 4.5 and first[:, 1].max() <= 14.5
+    assert data["features"][0]["properties"]["measurements"]["area"] == 70
+    with pytest.raises(ValueError, match="objectType|object_type"):
+        geojson_collection(labels, object_type="cell")
+
+
+def test_label_tiff_mask_png_overlay_and_csv_read_back(tmp_path):
+    labels = _labels()
+    image = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    write_labels_tiff(labels, tmp_path / "l.tif")
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "l.tif"), labels)
+    write_mask_png(labels > 0, tmp_path / "m.png")
+    np.testing.assert_array_equal(np.array(Image.open(tmp_path / "m.png")) > 0, labels > 0)
+    write_overlay_png(image, labels, tmp_path / "o.png")
+    overlay = np.array(Image.open(tmp_path / "o.png"))
+    assert overlay.shape == image.shape and (overlay == [255, 255, 0]).all(-1).any()
+    rows = measure_nuclei(labels, image)
+    write_csv(rows, tmp_path / "n.csv")
+    back = list(csv.DictReader(open(tmp_path / "n.csv")))
+    assert [int(r["area"]) for r in back] == [70, int((labels == 2).sum())]
+    assert float(back[0]["centroid_x"]) == pytest.approx(8.0) and float(back[0]["centroid_y"]) == pytest.approx(9.5)
+    assert float(back[0]["mean_r"]) == pytest.approx(image[5:15, 5:12, 0].mean(), abs=1e-3)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory):
+    import keras
+
+    import segzoo
+    from segzoo.model_io import default_config, save_model
+
+    keras.utils.set_random_seed(0)
+    kwargs = {"depth": 2, "base_filters": 4, "dropout": 0.0}
+    folder = tmp_path_factory.mktemp("model") / "tiny"
+    config = default_config("unet", **kwargs)
+    config.inference.tile_size, config.inference.overlap = 32, 8
+    save_model(segzoo.create_model("unet", **kwargs), folder, config)
+    return segzoo.load(folder)
+
+
+def test_every_input_type_and_dtype_gives_the_same_result(predictor, tmp_path):
+    rgb = np.random.default_rng(1).integers(0, 256, (37, 45, 3), dtype=np.uint8)
+    reference = predictor.predict(rgb).prob
+    tifffile.imwrite(tmp_path / "a.tif", rgb)
+    tifffile.imwrite(tmp_path / "big.tif", rgb, bigtiff=True)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    for source in (tmp_path / "a.tif", tmp_path / "big.tif", tmp_path / "a.png", str(tmp_path / "a.png"),
+                   Image.fromarray(rgb), rgb.astype(np.uint16) * 257, rgb / 255.0, rgb.astype(np.float32) / 255):
+        np.testing.assert_allclose(predictor.predict(source).prob, reference, atol=1e-5)
+    Image.fromarray(rgb).save(tmp_path / "a.jpg", quality=95)
+    assert predictor.predict(tmp_path / "a.jpg").prob.shape == (37, 45)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 100), (101, 99)])
+def test_odd_sizes(predictor, shape):
+    rgb = np.random.default_rng(2).integers(0, 256, shape + (3,), dtype=np.uint8)
+    result = predictor.predict(rgb)
+    assert result.prob.shape == shape and result.mask.shape == shape and result.labels.shape == shape
+    assert result.prob.dtype == np.float32 and result.mask.dtype == bool and result.labels.dtype == np.int32
+
+
+def test_tiled_equals_whole_image_for_a_real_model(predictor):
+    rgb = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    whole = predictor.predict(rgb, tile_size=64).prob
+    tiled_one = predictor.predict(rgb, tile_size=32).prob
+    np.testing.assert_allclose(whole, tiled_one, atol=1e-4)
+
+
+def test_batch_skips_bad_images(predictor, tmp_path):
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "ok.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG broken")
+    results = dict(predictor.predict_batch(tmp_path, progress=False))
+    assert isinstance(results[tmp_path / "broken.png"], DataError)
+    assert results[tmp_path / "ok.png"].prob.shape == (20, 20)
