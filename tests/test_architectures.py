@@ -114,3 +114,20 @@ def test_deeplab_output_stride_16_and_rejects_others():
     assert np.asarray(m(np.zeros((1, 32, 48, 3), "float32"))).shape == (1, 32, 48, 1)
     with pytest.raises(ValueError, match="output_stride"):
         segzoo.create_model("deeplabv3", **{**tiny_kwargs("deeplabv3"), "output_stride": 4})
+
+
+@pytest.mark.parametrize("factor", [2, 4, 8])
+def test_bilinear_upsample_is_repeated_exact_2x_bilinear(factor):
+    import tensorflow as tf
+
+    from segzoo.architectures.layers import BilinearUpsample
+
+    x = np.random.default_rng(factor).normal(size=(2, 5, 7, 3)).astype("float32")
+    ours = np.asarray(BilinearUpsample(factor)(x))
+    reference, size = x, np.array([5, 7])
+    while size[0] < 5 * factor:  # successive exact 2x bilinear resizes
+        size = size * 2
+        reference = tf.image.resize(reference, tuple(size), method="bilinear").numpy()
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+    with pytest.raises(ValueError, match="power of two"):
+        BilinearUpsample(3)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from segzoo.architectures.blocks import conv_bn_relu, image_input, segmentation_head
-from segzoo.architectures.layers import BroadcastToSpatial
+from segzoo.architectures.blocks import conv_bn_relu, image_input
+from segzoo.architectures.layers import BilinearUpsample, BroadcastToSpatial
 
 PAPER = ("Chen, Papandreou, Schroff, Adam. Rethinking Atrous Convolution for Semantic "
          "Image Segmentation. arXiv:1706.05587 (2017); decoder: arXiv:1802.02611")
@@ -90,13 +90,15 @@ def build(*, in_channels: int, num_classes: int, output_stride: int, backbone_fi
     if dropout > 0:
         x = layers.Dropout(dropout, name="aspp_dropout")(x)
     if decoder:
-        x = layers.UpSampling2D(output_stride // 4, interpolation="bilinear", name="decoder_up")(x)
+        x = BilinearUpsample(output_stride // 4, name="decoder_up")(x)
         skip = conv_bn_relu(low_level, max(aspp_filters // 4, 8), kernel_size=1, name="decoder_skip")
         x = layers.Concatenate(name="decoder_concat")([x, skip])
         x = conv_bn_relu(x, aspp_filters, name="decoder_a")
         x = conv_bn_relu(x, aspp_filters, name="decoder_b")
-        x = layers.UpSampling2D(4, interpolation="bilinear", name="final_up")(x)
-    else:
-        x = layers.UpSampling2D(output_stride, interpolation="bilinear", name="final_up")(x)
-    outputs = segmentation_head(x, num_classes)
+    # Class scores at low resolution, then bilinear upsampling of the scores to
+    # the input size (as in the paper): cheaper than upsampling features.
+    logits = layers.Conv2D(num_classes, 1, padding="same", dtype="float32", name="logits")(x)
+    logits = BilinearUpsample(4 if decoder else output_stride, dtype="float32", name="final_up")(logits)
+    activation = "sigmoid" if num_classes == 1 else "softmax"
+    outputs = layers.Activation(activation, dtype="float32", name="probabilities")(logits)
     return keras.Model(inputs, outputs, name="deeplabv3")

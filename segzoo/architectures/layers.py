@@ -4,6 +4,7 @@ backend works and ONNX export stays clean. All are serializable under "segzoo"."
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -56,3 +57,53 @@ class BroadcastToSpatial(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         pooled, reference = input_shape
         return tuple(reference[:3]) + (pooled[-1],)
+
+
+@keras.saving.register_keras_serializable(package="segzoo")
+class BilinearUpsample(keras.layers.Layer):
+    """Bilinear upsampling by a power-of-two factor, for any (dynamic) input size.
+
+    Each 2x step is nearest-neighbour repetition followed by the separable filter
+    [1/4, 1/2, 1/4] with the border replicated, which equals half-pixel-centred
+    bilinear resizing by 2 (tf.image.resize, edges clamped) exactly; larger
+    factors repeat the step. Only repeat, slice, concat and depthwise convolution
+    are used, so it runs on any Keras backend and exports to ONNX with dynamic
+    height/width (Keras's UpSampling2D(interpolation="bilinear") needs static
+    shapes in graph mode).
+    """
+
+    def __init__(self, factor: int, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = int(factor)
+        if self.factor < 1 or self.factor & (self.factor - 1):
+            raise ValueError(f"factor must be a power of two, got {factor}")
+
+    def build(self, input_shape):
+        channels = int(input_shape[-1])
+        taps = np.array([0.25, 0.5, 0.25], dtype="float32")
+        self._kernel_h = np.tile(taps.reshape(3, 1, 1, 1), (1, 1, channels, 1))
+        self._kernel_w = np.tile(taps.reshape(1, 3, 1, 1), (1, 1, channels, 1))
+
+    def _double(self, x):
+        x = ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)
+        # After repetition the first/last row is a copy of its neighbour, so
+        # slicing one row replicates the border (clamped edges).
+        x = ops.concatenate([x[:, :1], x, x[:, -1:]], axis=1)
+        x = ops.depthwise_conv(x, ops.cast(self._kernel_h, x.dtype), strides=1, padding="valid")
+        x = ops.concatenate([x[:, :, :1], x, x[:, :, -1:]], axis=2)
+        return ops.depthwise_conv(x, ops.cast(self._kernel_w, x.dtype), strides=1, padding="valid")
+
+    def call(self, inputs):
+        x, factor = inputs, self.factor
+        while factor > 1:
+            x = self._double(x)
+            factor //= 2
+        return x
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        scale = lambda n: None if n is None else n * self.factor  # noqa: E731
+        return (b, scale(h), scale(w), c)
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
