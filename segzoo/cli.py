@@ -9,7 +9,7 @@ from pathlib import Path
 
 from segzoo.errors import SegzooError
 
-COMMANDS = ("train", "evaluate", "predict")
+COMMANDS = ("predict", "train", "evaluate", "export", "publish")
 
 
 def _predict_parser() -> argparse.ArgumentParser:
@@ -105,6 +105,42 @@ def predict_main(argv: list[str]) -> int:
     return 1 if failures else 0
 
 
+def export_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="segzoo export",
+                                description="Export a model to ONNX (checks parity with Keras before writing).")
+    p.add_argument("model", help="zoo name or model folder")
+    p.add_argument("--out", required=True, help="output .onnx path")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--quantize", choices=["int8"], default=None,
+                   help="also write int8 (QDQ, static) next to --out, calibrated on --calibration images")
+    p.add_argument("--calibration", default=None, help="folder of training images for int8 calibration")
+    p.add_argument("--overwrite", action="store_true")
+    args = p.parse_args(argv)
+    from segzoo.export import export_onnx
+
+    try:
+        folder = Path(args.model)
+        if not folder.is_dir():
+            from segzoo.zoo import resolve_zoo
+
+            folder = resolve_zoo(args.model, runtime="keras")
+        info = export_onnx(folder, args.out, opset=args.opset, overwrite=args.overwrite)
+        print(f"wrote {info['path']} ({info['bytes'] / 1e6:.1f} MB, opset {info['opset']}, "
+              f"max |onnx - keras| {info['max_abs_diff']:.1e})")
+        if args.quantize:
+            from segzoo.quantize import quantize_int8
+
+            if not args.calibration:
+                raise SegzooError("--quantize int8 needs --calibration FOLDER (training images)")
+            target = Path(args.out).with_suffix(".int8.onnx")
+            q = quantize_int8(args.out, target, args.calibration, overwrite=args.overwrite)
+            print(f"wrote {q['path']} ({q['bytes'] / 1e6:.1f} MB)")
+    except SegzooError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
@@ -122,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         from segzoo.evaluation import main as evaluate_main
 
         return evaluate_main(rest)
+    if command == "export":
+        return export_main(rest)
+    if command == "publish":
+        from segzoo.publishing import main as publish_main
+
+        return publish_main(rest)
     return predict_main(rest)
 
 

@@ -1,0 +1,9 @@
+#!/usr/bin/env python
+"""Validate a model_cards/<name> folder and publish it to the Hub (same as `segzoo publish`)."""
+
+import sys
+
+from segzoo.publishing import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Keras -> ONNX export (tf2onnx) with parity checking and int8 quantization.
+
+The exported graph has one input "image" (float32, N x H x W x C, every dim
+dynamic; H and W multiples of the model's stride, already normalised as
+config.json says) and one output "probabilities" (N x H x W x K). The model's
+config (architecture, preprocessing, threshold, segzoo version) is stored in
+the ONNX metadata with a checksum of the graph.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from segzoo.config import ModelConfig, atomic_write_bytes
+from segzoo.errors import SegzooError
+from segzoo.onnx_runtime import (INPUT_NAME, META_CONFIG, META_GRAPH_SHA, META_VERSION, OUTPUT_NAME,
+                                 graph_sha256, onnx_runner)
+
+log = logging.getLogger(__name__)
+
+PARITY_ATOL = 1e-4
+
+
+class ParityError(SegzooError):
+    """ONNX and Keras outputs differ by more than the tolerance."""
+
+
+def keras_to_onnx(model, config: ModelConfig, *, opset: int = 17):
+    """An onnx ModelProto of a Keras model with segzoo metadata attached."""
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    from segzoo import __version__
+
+    channels = len(config.preprocessing.mean)
+    spec = (tf.TensorSpec((None, None, None, channels), tf.float32, name=INPUT_NAME),)
+
+    @tf.function(input_signature=spec)
+    def forward(image):
+        return {OUTPUT_NAME: model(image, training=False)}
+
+    proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=opset)
+    del proto.metadata_props[:]
+    proto.producer_name = "segzoo"
+    proto.producer_version = __version__
+    proto.doc_string = (f"segzoo {config.name or config.architecture}: input '{INPUT_NAME}' float32 NHWC "
+                        f"normalised per config; output '{OUTPUT_NAME}'")
+    sha = graph_sha256(proto)
+    onnx.helper.set_model_props(proto, {META_CONFIG: config.to_json(), META_VERSION: __version__,
+                                        META_GRAPH_SHA: sha})
+    return proto
+
+
+def parity_inputs(config: ModelConfig, real_image: np.ndarray | None = None, size: int = 256,
+                  seed: int = 0) -> list[np.ndarray]:
+    """A random normalised tile and (optionally) a crop of a real image, stride-aligned."""
+    from segzoo.preprocessing import normalize
+
+    stride = config.preprocessing.pad_to_stride
+    size = max(stride, size // stride * stride)
+    rng = np.random.default_rng(seed)
+    batches = [normalize(rng.integers(0, 256, (1, size, size + stride, 3), dtype=np.uint8), config.preprocessing)]
+    if real_image is not None:
+        h = min(real_image.shape[0] // stride * stride, size)
+        w = min(real_image.shape[1] // stride * stride, size)
+        if h and w:
+            batches.append(normalize(real_image[None, :h, :w], config.preprocessing))
+    return batches
+
+
+def check_parity(keras_model, model_bytes: bytes, batches: list[np.ndarray], atol: float = PARITY_ATOL) -> float:
+    """Max |Keras - onnxruntime| over the batches; ParityError above `atol`."""
+    run = onnx_runner(model_bytes)
+    worst = 0.0
+    for batch in batches:
+        expected = np.asarray(keras_model(batch, training=False))
+        got = run(batch)
+        if got.shape != expected.shape:
+            raise ParityError(f"ONNX output shape {got.shape} != Keras {expected.shape}")
+        worst = max(worst, float(np.abs(got - expected).max()))
+    if worst > atol:
+        raise ParityError(f"ONNX and Keras probabilities differ by {worst:.2e} > {atol:.0e}")
+    return worst
+
+
+def export_onnx(source: str | os.PathLike, out: str | os.PathLike, *, opset: int = 17,
+                real_image: np.ndarray | None = None, overwrite: bool = False) -> dict:
+    """Export a model folder to `out`; parity with Keras is checked before writing."""
+    from segzoo.model_io import load_model
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise SegzooError(f"{out}: exists; pass overwrite=True (--overwrite) to replace it")
+    model, config = load_model(source)
+    proto = keras_to_onnx(model, config, opset=opset)
+    data = proto.SerializeToString()
+    worst = check_parity(model, data, parity_inputs(config, real_image))
+    atomic_write_bytes(out, data)
+    log.info("exported %s -> %s (%.1f MB, max |diff| %.1e)", source, out, len(data) / 1e6, worst)
+    return {"path": str(out), "bytes": len(data), "max_abs_diff": worst, "opset": opset}

@@ -1,0 +1,153 @@
+"""Validate a zoo folder and publish it to the Hugging Face Hub (`segzoo publish`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from segzoo.config import CONFIG_FILENAME, WEIGHTS_FILENAME, ModelConfig, atomic_write_text
+from segzoo.errors import SegzooError
+from segzoo.zoo import REGISTRY_FILE, sha256_of
+
+log = logging.getLogger(__name__)
+
+CARD_FILENAME = "README.md"
+REQUIRED_CARD_FIELDS = {"license": "cc-by-nc-sa-4.0", "library_name": "keras", "pipeline_tag": "image-segmentation"}
+
+
+def card_metrics(card_data) -> dict[str, float]:
+    """{metric type: value} from a card's model-index (first result)."""
+    index = card_data.to_dict().get("model-index") or []
+    out = {}
+    for model in index:
+        for result in model.get("results", []):
+            for metric in result.get("metrics", []):
+                out[metric["type"]] = float(metric["value"])
+    return out
+
+
+def validate_folder(folder: str | Path, *, load_weights: bool = True) -> dict:
+    """Check that a zoo folder is publishable; returns {filename: sha256}. Errors name the file."""
+    from huggingface_hub import ModelCard
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SegzooError(f"{folder}: not a folder")
+    config = ModelConfig.load(folder / CONFIG_FILENAME)
+    if load_weights:
+        from segzoo.model_io import load_model
+
+        load_model(folder)
+    elif not (folder / WEIGHTS_FILENAME).is_file():
+        raise SegzooError(f"{folder / WEIGHTS_FILENAME}: missing")
+    if (folder / "model.onnx").is_file():
+        from segzoo.onnx_runtime import read_segzoo_onnx
+
+        read_segzoo_onnx(folder / "model.onnx")
+    card_path = folder / CARD_FILENAME
+    if not card_path.is_file():
+        raise SegzooError(f"{card_path}: model card missing")
+    try:
+        card = ModelCard.load(card_path)
+    except Exception as err:
+        raise SegzooError(f"{card_path}: card metadata does not parse ({type(err).__name__}: {err})") from None
+    meta = card.data.to_dict()
+    for key, value in REQUIRED_CARD_FIELDS.items():
+        if meta.get(key) != value:
+            raise SegzooError(f"{card_path}: metadata {key!r} must be {value!r}, found {meta.get(key)!r}")
+    metrics_path = folder / "metrics.json"
+    if metrics_path.is_file():
+        metrics = json.loads(metrics_path.read_text())
+        expected = {"dice": metrics["micro"]["dice"], "iou": metrics["micro"]["iou"]}
+        if "aji" in metrics["mean"]:
+            expected["aji"] = metrics["mean"]["aji"]
+        found = card_metrics(card.data)
+        for key, value in expected.items():
+            if key not in found or abs(found[key] - round(value, 4)) > 1e-9:
+                raise SegzooError(f"{card_path}: model-index {key} = {found.get(key)} but metrics.json says "
+                                  f"{round(value, 4)}; regenerate the card")
+    if config.name and config.name != folder.name:
+        log.warning("%s: config name %r differs from the folder name", folder, config.name)
+    return {p.name: sha256_of(p) for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
+
+
+def publish(folder: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
+            dry_run: bool = False, api=None) -> dict:
+    """Upload every file of a validated folder to `repo_id` in one commit.
+
+    Returns {"repo_id", "revision", "commit_url", "files"}: the values to pin in
+    segzoo/zoo_registry.json. With dry_run nothing is sent.
+    """
+    files = validate_folder(folder)
+    result = {"repo_id": repo_id, "revision": None, "commit_url": None, "files": files}
+    if dry_run:
+        return result
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    if revision:
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision,
+                             commit_message=f"segzoo publish {Path(folder).name}",
+                             ignore_patterns=[".*"], repo_type="model")
+    result["revision"] = info.oid
+    result["commit_url"] = info.commit_url
+    return result
+
+
+def update_registry(name: str, result: dict, registry_path: Path | None = None) -> Path:
+    """Pin `result` (from publish) as zoo model `name` in the registry JSON."""
+    path = registry_path or Path(__file__).parent / REGISTRY_FILE
+    data = json.loads(path.read_text())
+    entry = data["models"].get(name, {})
+    config = json.loads((Path(result.get("folder", "")) / CONFIG_FILENAME).read_text()) \
+        if result.get("folder") else {}
+    entry.update(repo_id=result["repo_id"], revision=result["revision"],
+                 files={k: v for k, v in result["files"].items() if k in (CONFIG_FILENAME, WEIGHTS_FILENAME,
+                                                                           "model.onnx", "model.int8.onnx")})
+    if config:
+        entry.setdefault("architecture", config.get("architecture", ""))
+    data["models"][name] = entry
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="segzoo publish", description="Validate a zoo folder and upload it to the Hub.")
+    p.add_argument("folder", help="model_cards/<name> folder (exactly what the Hub repo will hold)")
+    p.add_argument("--repo-id", required=True, help="ORG/NAME on the Hub")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--revision", default=None, help="branch to commit to (default: main)")
+    p.add_argument("--dry-run", action="store_true", help="validate and list what would be uploaded")
+    p.add_argument("--update-registry", action="store_true",
+                   help="write the new revision and sha256 values into segzoo/zoo_registry.json")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = publish(args.folder, args.repo_id, private=args.private, revision=args.revision,
+                         dry_run=args.dry_run)
+    except SegzooError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(f"dry run: would upload {len(result['files'])} file(s) from {args.folder} to {args.repo_id}:")
+        for name in result["files"]:
+            size = (Path(args.folder) / name).stat().st_size
+            print(f"  {name}  {size / 1e6:.2f} MB  sha256 {result['files'][name]}")
+        return 0
+    print(f"commit: {result['commit_url']}\nrevision: {result['revision']}")
+    snippet = {"repo_id": result["repo_id"], "revision": result["revision"], "files": result["files"]}
+    print("zoo registry entry:\n" + json.dumps(snippet, indent=2))
+    if args.update_registry:
+        result["folder"] = args.folder
+        print(f"updated {update_registry(Path(args.folder).name, result)}")
+    return 0

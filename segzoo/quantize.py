@@ -1,0 +1,72 @@
+"""int8 static quantization (onnxruntime.quantization, QDQ) calibrated on training tiles."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from segzoo.config import atomic_write_bytes
+from segzoo.errors import SegzooError
+from segzoo.onnx_runtime import INPUT_NAME, META_CONFIG, META_GRAPH_SHA, META_VERSION, graph_sha256, read_segzoo_onnx
+
+
+def calibration_batches(folder: str | os.PathLike, config, *, patches: int = 32, size: int = 256, seed: int = 0):
+    """Normalised random crops of the images in `folder` (a MoNuSeg layout or a flat folder)."""
+    from segzoo.data.monuseg import discover_samples
+    from segzoo.imageio import read_image
+    from segzoo.preprocessing import normalize
+
+    samples = discover_samples(folder, require_ground_truth=False)
+    rng = np.random.default_rng(seed)
+    images = [read_image(s.image) for s in samples]
+    stride = config.preprocessing.pad_to_stride
+    size = max(stride, size // stride * stride)
+    out = []
+    for i in range(patches):
+        image = images[i % len(images)]
+        h, w = image.shape[:2]
+        if h < size or w < size:
+            raise SegzooError(f"{samples[i % len(samples)].image}: smaller than the {size}px calibration crop")
+        y, x = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
+        out.append(normalize(image[None, y:y + size, x:x + size], config.preprocessing))
+    return out
+
+
+def quantize_int8(onnx_path: str | os.PathLike, out: str | os.PathLike, calibration: str | os.PathLike, *,
+                  patches: int = 32, overwrite: bool = False) -> dict:
+    """Write an int8 QDQ copy of a segzoo ONNX file, keeping its config metadata."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise SegzooError(f"{out}: exists; pass overwrite=True (--overwrite) to replace it")
+    data, config = read_segzoo_onnx(onnx_path)
+    batches = calibration_batches(calibration, config, patches=patches)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter(batches)
+
+        def get_next(self):
+            batch = next(self.items, None)
+            return None if batch is None else {INPUT_NAME: batch}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32, pre, q = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        fp32.write_bytes(data)
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), str(q), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        model = onnx.load(str(q))
+    del model.metadata_props[:]
+    meta = {p.key: p.value for p in onnx.load_model_from_string(data).metadata_props}
+    onnx.helper.set_model_props(model, {META_CONFIG: meta[META_CONFIG], META_VERSION: meta[META_VERSION],
+                                        META_GRAPH_SHA: graph_sha256(model), "segzoo_quantization": "int8-qdq-static"})
+    payload = model.SerializeToString()
+    atomic_write_bytes(out, payload)
+    return {"path": str(out), "bytes": len(payload)}
