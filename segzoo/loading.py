@@ -31,6 +31,9 @@ def predictor_from_folder(folder: Path, runtime: str) -> Predictor:
     if runtime == "onnx":
         from segzoo.onnx_runtime import OnnxPredictorFactory
 
+        if not (folder / "model.onnx").is_file():
+            raise SegzooError(f"{folder}: no model.onnx for the ONNX runtime; create it with "
+                              "`segzoo export` or use --runtime keras")
         return OnnxPredictorFactory.from_file(folder / "model.onnx")
     if not (folder / WEIGHTS_FILENAME).is_file():
         raise SegzooError(f"{folder}: no {WEIGHTS_FILENAME} for the Keras runtime")

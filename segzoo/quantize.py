@@ -23,13 +23,14 @@ def calibration_batches(folder: str | os.PathLike, config, *, patches: int = 32,
     rng = np.random.default_rng(seed)
     images = [read_image(s.image) for s in samples]
     stride = config.preprocessing.pad_to_stride
-    size = max(stride, size // stride * stride)
+    smallest = min(min(im.shape[:2]) for im in images)
+    size = min(size, smallest) // stride * stride
+    if size < stride:
+        raise SegzooError(f"{folder}: images are smaller than the model stride {stride}; cannot calibrate")
     out = []
     for i in range(patches):
         image = images[i % len(images)]
         h, w = image.shape[:2]
-        if h < size or w < size:
-            raise SegzooError(f"{samples[i % len(samples)].image}: smaller than the {size}px calibration crop")
         y, x = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
         out.append(normalize(image[None, y:y + size, x:x + size], config.preprocessing))
     return out

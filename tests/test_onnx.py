@@ -1,0 +1,117 @@
+"""ONNX export parity for every architecture, TF-free inference, refusal of altered files."""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import segzoo
+from segzoo.architectures import list_architectures
+from segzoo.errors import SegzooError
+from segzoo.model_io import default_config, save_model
+from segzoo.onnx_runtime import OnnxModelError, read_segzoo_onnx
+
+from conftest import tiny_kwargs
+
+
+def _folder(tmp_path, name):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    folder = tmp_path / name
+    config = default_config(name, **tiny_kwargs(name))
+    config.inference.tile_size, config.inference.overlap = 64, 16
+    save_model(segzoo.create_model(name, **tiny_kwargs(name)), folder, config)
+    return folder
+
+
+@pytest.mark.parametrize("name", list_architectures())
+def test_export_parity_and_same_predictions(name, tmp_path):
+    from segzoo.export import export_onnx
+
+    folder = _folder(tmp_path, name)
+    info = export_onnx(folder, folder / "model.onnx")
+    assert info["max_abs_diff"] <= 1e-4
+    _, config = read_segzoo_onnx(folder / "model.onnx")
+    assert config.architecture == name
+    image = np.random.default_rng(0).integers(0, 256, (50, 77, 3), dtype=np.uint8)  # tiled, odd size
+    keras_result = segzoo.load(folder, runtime="keras").predict(image)
+    onnx_result = segzoo.load(folder, runtime="onnx").predict(image)
+    np.testing.assert_allclose(onnx_result.prob, keras_result.prob, atol=1e-4)
+    assert segzoo.load(folder).runtime == "onnx"  # auto prefers onnxruntime
+
+
+def test_export_refuses_to_overwrite(tmp_path):
+    from segzoo.export import export_onnx
+
+    folder = _folder(tmp_path, "unet")
+    (folder / "model.onnx").write_bytes(b"x")
+    with pytest.raises(SegzooError, match="exists"):
+        export_onnx(folder, folder / "model.onnx")
+
+
+def test_tampered_and_foreign_onnx_refused(tmp_path):
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from segzoo.export import export_onnx
+
+    folder = _folder(tmp_path, "unet")
+    export_onnx(folder, tmp_path / "m.onnx")
+    model = onnx.load(tmp_path / "m.onnx")
+    init = model.graph.initializer[0]
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + 1.0, init.name))
+    onnx.save(model, tmp_path / "tampered.onnx")
+    with pytest.raises(OnnxModelError, match="modified after export"):
+        segzoo.load(tmp_path / "tampered.onnx")
+    node = helper.make_node("Identity", ["image"], ["probabilities"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("image", 1, None)],
+                              [helper.make_tensor_value_info("probabilities", 1, None)])
+    onnx.save(helper.make_model(graph), tmp_path / "foreign.onnx")
+    with pytest.raises(OnnxModelError, match="not a segzoo export"):
+        segzoo.load(tmp_path / "foreign.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"\x00\x01junk")
+    with pytest.raises(OnnxModelError, match="not a valid ONNX"):
+        segzoo.load(tmp_path / "junk.onnx")
+
+
+def test_onnx_prediction_never_imports_tensorflow_or_keras(tmp_path):
+    from segzoo.export import export_onnx
+
+    folder = _folder(tmp_path, "unet")
+    export_onnx(folder, tmp_path / "bare.onnx")
+    code = textwrap.dedent(f"""
+        import sys, numpy as np, segzoo
+        from segzoo.cli import main
+        p = segzoo.load({str(tmp_path / "bare.onnx")!r})
+        r = p.predict(np.zeros((40, 30, 3), np.uint8))
+        assert r.prob.shape == (40, 30)
+        from PIL import Image
+        Image.fromarray(np.full((20, 20, 3), 90, np.uint8)).save({str(tmp_path / "in.png")!r})
+        assert main(["predict", {str(tmp_path / "in.png")!r}, "--model", {str(folder)!r}, "--runtime", "onnx",
+                     "--out", {str(tmp_path / "out")!r}]) == 2  # folder has no model.onnx: clear error
+        import shutil; shutil.copy({str(tmp_path / "bare.onnx")!r}, {str(folder / "model.onnx")!r})
+        assert main(["predict", {str(tmp_path / "in.png")!r}, "--model", {str(folder)!r}, "--runtime", "onnx",
+                     "--out", {str(tmp_path / "out")!r}]) == 0
+        bad = [m for m in ("tensorflow", "keras", "tf2onnx") if m in sys.modules]
+        assert not bad, bad
+        print("ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok")
+
+
+def test_int8_quantization_keeps_metadata(tmp_path, monuseg_folder):
+    from segzoo.export import export_onnx
+    from segzoo.quantize import quantize_int8
+
+    folder = _folder(tmp_path, "unet")
+    export_onnx(folder, tmp_path / "m.onnx")
+    quantize_int8(tmp_path / "m.onnx", tmp_path / "m.int8.onnx", monuseg_folder, patches=4)
+    _, config = read_segzoo_onnx(tmp_path / "m.int8.onnx")
+    assert config.architecture == "unet"
+    prob = segzoo.load(tmp_path / "m.int8.onnx").predict(np.zeros((64, 64, 3), np.uint8)).prob
+    assert prob.shape == (64, 64) and np.isfinite(prob).all()
