@@ -81,34 +81,47 @@ def predict_probabilities(run_batch: BatchRunner, image: np.ndarray, config: Mod
     if h <= tile and w <= tile:
         padded, _ = pad_to_multiple(normalize(image, prep), stride, prep.pad_mode)
         return run_with_tta(run_batch, padded[None], tta)[0, :h, :w].astype(np.float32)
-    # Pad the uint8 image (not a float copy: 4x smaller for large images) to at
-    # least one tile and to multiples of the stride; normalise tile by tile.
-    padded, _ = pad_to_multiple(image, stride, prep.pad_mode)
-    ph, pw = padded.shape[:2]
-    if ph < tile or pw < tile:
-        extra = [(0, max(tile - ph, 0)), (0, max(tile - pw, 0)), (0, 0)]
-        padded = np.pad(padded, extra, mode="symmetric")
-        ph, pw = padded.shape[:2]
-    ys, xs = tile_starts(ph, tile, overlap), tile_starts(pw, tile, overlap)
-    window = np.outer(blend_window(tile, overlap), blend_window(tile, overlap))[..., None]
+    # Large image: tiles are cut from the uint8 image (no padded or float copy of
+    # the whole image) and padded individually where they cross the border,
+    # which equals padding the whole image the same way. The blend weights form
+    # a product grid, so their sum is outer(row_sum, col_sum): no weight image.
+    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    window_1d = blend_window(tile, overlap)
+    row_sum = np.zeros(max(h, tile), np.float32)
+    col_sum = np.zeros(max(w, tile), np.float32)
+    for y in ys:
+        row_sum[y:y + tile] += window_1d
+    for x0 in xs:
+        col_sum[x0:x0 + tile] += window_1d
+    window = np.outer(window_1d, window_1d)[..., None]
     acc = None
-    weight = np.zeros((ph, pw, 1), dtype=np.float32)
     positions = [(y, x0) for y in ys for x0 in xs]
-    for coords, out in _run_tiles(run_batch, padded, positions, tile, batch_size, tta, prep):
+    for (y, x0), out in _run_tiles(run_batch, image, positions, tile, batch_size, tta, prep):
         if acc is None:
-            acc = np.zeros((ph, pw, out.shape[-1]), dtype=np.float32)
-        y, x0 = coords
-        acc[y:y + tile, x0:x0 + tile] += out * window
-        weight[y:y + tile, x0:x0 + tile] += window
-    acc /= weight
-    return acc[:h, :w]
+            acc = np.zeros((h, w, out.shape[-1]), dtype=np.float32)
+        th, tw = min(tile, h - y), min(tile, w - x0)
+        acc[y:y + th, x0:x0 + tw] += (out * window)[:th, :tw]
+    for y in range(0, h, 1024):  # normalise in row blocks to avoid a full-size temporary
+        block = np.outer(row_sum[y:min(y + 1024, h)], col_sum[:w])[..., None]
+        acc[y:y + 1024] /= block
+    return acc
 
 
-def _run_tiles(run_batch: BatchRunner, padded: np.ndarray, positions, tile: int, batch_size: int,
+def _cut_tile(image: np.ndarray, y: int, x: int, tile: int, mode: str) -> np.ndarray:
+    """image[y:y+tile, x:x+tile], padded at the bottom/right where it crosses the border."""
+    crop = image[y:y + tile, x:x + tile]
+    ph, pw = tile - crop.shape[0], tile - crop.shape[1]
+    if ph or pw:
+        # Pad from a window that includes enough image to reflect, as whole-image padding would.
+        crop = np.pad(crop, ((0, ph), (0, pw), (0, 0)), mode=mode)
+    return crop
+
+
+def _run_tiles(run_batch: BatchRunner, image: np.ndarray, positions, tile: int, batch_size: int,
                tta: bool, prep) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
     for i in range(0, len(positions), batch_size):
         chunk = positions[i:i + batch_size]
-        batch = normalize(np.stack([padded[y:y + tile, x:x + tile] for y, x in chunk]), prep)
+        batch = normalize(np.stack([_cut_tile(image, y, x, tile, prep.pad_mode) for y, x in chunk]), prep)
         out = run_with_tta(run_batch, batch, tta)
         yield from zip(chunk, out)
 

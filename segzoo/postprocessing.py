@@ -25,30 +25,42 @@ def probabilities_to_mask(prob: np.ndarray, post: Postprocessing) -> np.ndarray:
 
 
 def mask_to_instances(mask: np.ndarray, post: Postprocessing) -> np.ndarray:
-    """int32 instance labels: connected components, split by a distance-transform
-    watershed whose markers are distance maxima at least watershed_min_distance apart."""
+    """int32 instance labels: connected components, each split by a watershed on its
+    (smoothed) distance transform, with markers at distance maxima at least
+    watershed_min_distance apart. Components are processed one bounding box at a
+    time, so memory stays proportional to the largest nucleus cluster, not the image."""
     mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
-        return np.zeros(mask.shape, dtype=np.int32)
-    components, _ = ndi.label(mask)
-    if not post.watershed:
-        return components.astype(np.int32)
-    distance = ndi.distance_transform_edt(mask)
-    # Smooth the distance map so ragged outlines do not create spurious maxima.
-    smoothed = ndi.gaussian_filter(distance, sigma=1.0)
-    peaks = peak_local_max(smoothed, min_distance=max(int(post.watershed_min_distance), 1),
-                           labels=components, exclude_border=False)
-    markers = np.zeros(mask.shape, dtype=np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
-    # Components without a peak (tiny or flat) keep one marker of their own.
-    missing = np.setdiff1d(np.unique(components[mask]), np.unique(components[markers > 0]))
-    if missing.size:
-        start = len(peaks) + 1
-        for offset, comp in enumerate(missing):
-            coords = np.argwhere(components == comp)
-            markers[tuple(coords[len(coords) // 2])] = start + offset
-    labels = watershed(-smoothed, markers, mask=mask)
-    return labels.astype(np.int32)
+    components, count = ndi.label(mask)
+    components = components.astype(np.int32, copy=False)
+    if count == 0 or not post.watershed:
+        return components
+    labels = np.zeros_like(components)
+    next_id = 1
+    min_distance = max(int(post.watershed_min_distance), 1)
+    for index, box in enumerate(ndi.find_objects(components), start=1):
+        if box is None:
+            continue
+        region = components[box] == index
+        target = labels[box]
+        if region.sum() < 4 * min_distance * min_distance:  # too small to hold two nuclei
+            target[region] = next_id
+            next_id += 1
+            continue
+        distance = ndi.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
+        # Smooth so that ragged outlines do not create spurious maxima.
+        smoothed = ndi.gaussian_filter(distance, sigma=1.0)
+        peaks = peak_local_max(smoothed, min_distance=min_distance, labels=region.astype(np.int32),
+                               exclude_border=False)
+        if len(peaks) <= 1:
+            target[region] = next_id
+            next_id += 1
+            continue
+        markers = np.zeros(region.shape, dtype=np.int32)
+        markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
+        split = watershed(-smoothed, markers, mask=region)
+        target[region] = split[region] + (next_id - 1)
+        next_id += len(peaks)
+    return labels
 
 
 def probabilities_to_instances(prob: np.ndarray, post: Postprocessing) -> tuple[np.ndarray, np.ndarray]:

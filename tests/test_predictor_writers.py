@@ -113,3 +113,18 @@ def test_batch_skips_bad_images(predictor, tmp_path):
     results = dict(predictor.predict_batch(tmp_path, progress=False))
     assert isinstance(results[tmp_path / "broken.png"], DataError)
     assert results[tmp_path / "ok.png"].prob.shape == (20, 20)
+
+
+def test_watershed_splits_two_touching_discs():
+    from segzoo.config import Postprocessing
+    from segzoo.postprocessing import mask_to_instances
+
+    yy, xx = np.mgrid[0:40, 0:60]
+    mask = ((yy - 20) ** 2 + (xx - 20) ** 2 < 100) | ((yy - 20) ** 2 + (xx - 36) ** 2 < 100)
+    mask[5, 55] = True  # a separate single pixel
+    labels = mask_to_instances(mask, Postprocessing())
+    assert len(np.unique(labels[mask])) == 3
+    assert labels[20, 20] != labels[20, 36]
+    np.testing.assert_array_equal(labels > 0, mask)
+    unsplit = mask_to_instances(mask, Postprocessing(watershed=False))
+    assert len(np.unique(unsplit[mask])) == 2
