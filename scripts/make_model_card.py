@@ -1,0 +1,178 @@
+#!/usr/bin/env python
+"""Write model_cards/<name>/README.md from its config.json, metrics.json and
+training_log.csv, so every number in the card comes from those files.
+
+    python scripts/make_model_card.py model_cards/unet-monuseg
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+ARCH_NOTES = {
+    "unet": ("U-Net (Ronneberger et al., MICCAI 2015)", "unet"),
+    "segnet": ("SegNet (Badrinarayanan et al., TPAMI 2017) with max-position unpooling", "segnet"),
+    "deeplabv3": ("DeepLabV3 (Chen et al., 2017) with a small residual backbone trained from scratch", "deeplabv3"),
+}
+
+
+def _yaml_metrics(metrics: dict) -> str:
+    micro, mean = metrics["micro"], metrics["mean"]
+    rows = [("dice", micro["dice"], "Dice / F1 (micro over all test pixels)"),
+            ("iou", micro["iou"], "IoU (micro)"),
+            ("accuracy", micro["accuracy"], "Pixel accuracy (micro)"),
+            ("precision", micro["precision"], "Precision (micro)"),
+            ("recall", micro["recall"], "Recall (micro)")]
+    if "aji" in mean:
+        rows += [("aji", mean["aji"], "AJI (mean over images)"), ("pq", mean["pq"], "PQ (mean over images)")]
+    return "\n".join(f"      - type: {t}\n        value: {round(v, 4)}\n        name: {n}" for t, v, n in rows)
+
+
+def render(folder: Path) -> str:
+    config = json.loads((folder / "config.json").read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    log_rows = list(csv.DictReader(open(folder / "training_log.csv")))
+    name = config.get("name") or folder.name
+    arch = config["architecture"]
+    arch_text, tag = ARCH_NOTES.get(arch, (arch, arch))
+    prov = config.get("provenance", {})
+    post = config["postprocessing"]
+    micro, mean = metrics["micro"], metrics["mean"]
+    minutes = float(log_rows[-1]["elapsed_min"]) if log_rows else float("nan")
+    best_epoch = prov.get("best_epoch", "?")
+    patches_per_s = sorted(float(r["patches_per_s"]) for r in log_rows)[len(log_rows) // 2] if log_rows else 0
+    fmt = lambda v: f"{v:.4f}"  # noqa: E731
+    table = ("| Loss | Accuracy | Precision | Recall | F1/Dice | IoU | AJI | PQ |\n|---|---|---|---|---|---|---|---|\n"
+             f"| {fmt(mean['loss'])} | {fmt(micro['accuracy'])} | {fmt(micro['precision'])} | {fmt(micro['recall'])} "
+             f"| {fmt(micro['dice'])} | {fmt(micro['iou'])} | {fmt(mean.get('aji', float('nan')))} "
+             f"| {fmt(mean.get('pq', float('nan')))} |")
+    per_image = "\n".join(f"| {r['image']} | {r['dice']:.4f} | {r.get('aji', float('nan')):.4f} | "
+                          f"{r.get('pq', float('nan')):.4f} |" for r in metrics["per_image"])
+    return f"""---
+license: cc-by-nc-sa-4.0
+library_name: keras
+pipeline_tag: image-segmentation
+tags:
+- histology
+- pathology
+- nuclei-segmentation
+- h-and-e
+- monuseg
+- segzoo
+- {tag}
+datasets:
+- monuseg-2018
+metrics:
+- dice
+- iou
+- aji
+model-index:
+- name: {name}
+  results:
+  - task:
+      type: image-segmentation
+      name: Nuclei segmentation (H&E, 40x)
+    dataset:
+      type: monuseg-2018
+      name: MoNuSeg 2018 official test set (14 images)
+      split: test
+    metrics:
+{_yaml_metrics(metrics)}
+---
+
+# {name}
+
+{arch_text}, trained by [segzoo](https://github.com/segzoo/segzoo) on the 30 MoNuSeg 2018
+training tiles to segment cell nuclei in H&E-stained tissue at 40x. It outputs a per-pixel
+nucleus probability; segzoo's predictor turns it into a binary mask (threshold {post['threshold']},
+chosen on the validation split) and nucleus instances (connected components split by a
+distance-transform watershed).
+
+## Use
+
+```python
+import segzoo
+predictor = segzoo.load("{name}")
+result = predictor.predict("tile.tif")   # result.prob, result.mask, result.labels
+```
+
+or `segzoo predict tile.tif --model {name} --out predictions/` (mask, label TIFF, QuPath GeoJSON,
+overlay, CSV of per-nucleus measurements).
+
+## Intended use and limitations
+
+- Research on H&E-stained histology at 40x (about 0.25 um/pixel), like MoNuSeg's TCGA tiles.
+  Other stains, magnifications or scanners need validation or fine-tuning first.
+- **Not for diagnosis** or any clinical decision.
+- Trained on 24 tiles (about 24 megapixels) from 7 organs; expect lower accuracy on unseen
+  organs and on dense, overlapping or out-of-focus nuclei. Touching nuclei are separated by
+  post-processing only (the network predicts a single foreground map), so clusters can merge.
+
+## Training data
+
+MoNuSeg 2018 training set (Kumar et al., IEEE TMI 2017 and 2020): 30 tiles of 1000x1000. Ground
+truth: the XML polygons where present (13 tiles), otherwise the released binary masks (17 tiles);
+pixel (row r, column c) is nucleus when the point (x=c, y=r) lies inside a polygon. A seeded split
+held out {len(prov.get('val_stems', []))} training tiles for validation (checkpoint and threshold
+selection): {', '.join(prov.get('val_stems', []))}. The test set was used only for the final numbers
+below.
+
+## Training
+
+```
+{prov.get('command', '(command not recorded)')}
+```
+
+Loss: {prov.get('loss', '?')}; AdamW with warm-up and cosine decay; random 256x256 patches with
+scale jitter, D4 flips/rotations, HED stain jitter and brightness/contrast jitter. Best validation
+Dice at epoch {best_epoch} of {len(log_rows)}; {minutes:.0f} minutes on 2 CPU cores (median
+{patches_per_s:.1f} patches/s). The full log is `training_log.csv`.
+
+## Evaluation
+
+```
+segzoo evaluate model_cards/{name} --data ../shared/monuseg/test --figure 3
+```
+
+On the 14 official MoNuSeg 2018 test images, with ground truth rasterised from the XML polygons.
+Pixel metrics are micro-averaged over all test pixels; Loss (binary cross-entropy), AJI and PQ are
+means over the 14 images; threshold {metrics['threshold']}; test-time augmentation
+{'on' if metrics.get('tta') else 'off'}. `metrics.json` holds the per-image values.
+
+{table}
+
+Per-image mean Dice: {mean['dice']:.4f}. Parameters: {metrics.get('params', 'n/a')}.
+
+| image | Dice | AJI | PQ |
+|---|---|---|---|
+{per_image}
+
+`figure.png`: image, ground-truth outlines (green), predicted nuclei (yellow) for the first test images.
+
+## Licence
+
+The weights are derived from MoNuSeg 2018 and inherit its licence, **CC BY-NC-SA 4.0**:
+non-commercial use only, share-alike, with attribution to Kumar et al. (IEEE TMI 2017, "A Dataset
+and a Technique for Generalized Nuclear Segmentation for Computational Pathology"; IEEE TMI 2020,
+"A Multi-Organ Nucleus Segmentation Challenge").
+"""
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("folder", type=Path)
+    args = p.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from segzoo.config import atomic_write_text
+
+    atomic_write_text(args.folder / "README.md", render(args.folder))
+    print(f"wrote {args.folder / 'README.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Every folder under model_cards/ is a publishable zoo model whose numbers match its files."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from segzoo.config import ModelConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CARDS = sorted(p for p in (ROOT / "model_cards").iterdir() if p.is_dir()) if (ROOT / "model_cards").is_dir() else []
+REGISTRY = json.loads((ROOT / "segzoo" / "zoo_registry.json").read_text())["models"]
+
+
+@pytest.mark.parametrize("folder", CARDS, ids=[p.name for p in CARDS])
+class TestZooFolder:
+    def test_config_validates_and_weights_load(self, folder):
+        from segzoo.model_io import load_model
+
+        config = ModelConfig.load(folder)
+        assert config.name == folder.name
+        model, _ = load_model(folder)
+        assert model.count_params() > 0
+        assert (folder / "model.weights.h5").stat().st_size <= 10 * 1024 * 1024
+
+    def test_card_parses_and_matches_metrics(self, folder):
+        from huggingface_hub import ModelCard
+
+        from segzoo.publishing import card_metrics, validate_folder
+
+        validate_folder(folder, load_weights=False)  # raises on any mismatch
+        card = ModelCard.load(folder / "README.md")
+        meta = card.data.to_dict()
+        assert meta["license"] == "cc-by-nc-sa-4.0" and meta["library_name"] == "keras"
+        assert meta["pipeline_tag"] == "image-segmentation"
+        metrics = json.loads((folder / "metrics.json").read_text())
+        found = card_metrics(card.data)
+        assert found["dice"] == round(metrics["micro"]["dice"], 4)
+        assert found["aji"] == round(metrics["mean"]["aji"], 4)
+        assert (folder / "training_log.csv").is_file() and (folder / "figure.png").is_file()
+
+    def test_registry_pins_the_files(self, folder):
+        from segzoo.zoo import sha256_of
+
+        entry = REGISTRY.get(folder.name)
+        assert entry is not None, f"{folder.name} is not in segzoo/zoo_registry.json"
+        for filename, sha in entry["files"].items():
+            assert sha256_of(folder / filename) == sha, f"{filename} changed; re-run scripts/publish.py"
+
+    def test_onnx_is_a_verified_segzoo_export(self, folder):
+        from segzoo.onnx_runtime import read_segzoo_onnx
+
+        if not (folder / "model.onnx").is_file():
+            pytest.skip(f"{folder.name} has no model.onnx yet")
+        _, config = read_segzoo_onnx(folder / "model.onnx")
+        assert config == ModelConfig.load(folder)
