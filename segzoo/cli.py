@@ -150,6 +150,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     command, rest = argv[0], argv[1:]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if command in ("train", "evaluate", "export", "publish"):
+        from segzoo.loading import require_keras
+
+        try:
+            require_keras(f"segzoo {command}")
+        except SegzooError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     if command == "train":
         from segzoo.training import main as train_main
 

@@ -37,7 +37,18 @@ def predictor_from_folder(folder: Path, runtime: str) -> Predictor:
         return OnnxPredictorFactory.from_file(folder / "model.onnx")
     if not (folder / WEIGHTS_FILENAME).is_file():
         raise SegzooError(f"{folder}: no {WEIGHTS_FILENAME} for the Keras runtime")
+    require_keras("the Keras runtime")
     return Predictor.from_folder(folder)
+
+
+def require_keras(what: str) -> None:
+    """Raise a SegzooError naming the extra to install when Keras/TensorFlow are missing."""
+    import importlib.util
+
+    missing = [m for m in ("keras", "tensorflow") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SegzooError(f"{what} needs {' and '.join(missing)}: pip install 'segzoo[keras]' "
+                          "(or use the ONNX runtime, which needs neither)")
 
 
 def load(source: str | os.PathLike, *, runtime: str = "auto", revision: str | None = None,

@@ -207,7 +207,44 @@ def run(args: argparse.Namespace) -> Path:
     if not (out / WEIGHTS_FILENAME).is_file():
         raise SegzooError(f"{out}: training stopped before the first validation; no model written")
     _choose_threshold(out, val_images, val_masks, args.val_tta)
+    tune_postprocessing(out, args.data)
     return out
+
+
+WATERSHED_MIN_DISTANCES = (3, 4, 5, 6, 8)
+
+
+def tune_postprocessing(folder: str | Path, data: str | Path) -> dict | None:
+    """Choose watershed_min_distance by mean AJI on the validation tiles that have XML
+    instance labels (the config's provenance names them); stores it in config.json."""
+    from segzoo.metrics import aggregated_jaccard_index
+    from segzoo.model_io import load_model
+    from segzoo.postprocessing import probabilities_to_instances
+
+    folder = Path(folder)
+    model, config = load_model(folder)
+    val_stems = set(config.provenance.get("val_stems", []))
+    samples = [s for s in discover_samples(data) if s.stem in val_stems and s.annotation is not None]
+    if not samples:
+        log.info("no validation tiles with XML instances: keeping watershed_min_distance %d",
+                 config.postprocessing.watershed_min_distance)
+        return None
+    loaded = [load_sample(s) for s in samples]
+    probs = _predict_probs(model, config, [s.image for s in loaded], False)
+    scores = {}
+    for distance in WATERSHED_MIN_DISTANCES:
+        config.postprocessing.watershed_min_distance = distance
+        scores[distance] = float(np.mean([
+            aggregated_jaccard_index(s.labels, probabilities_to_instances(p, config.postprocessing)[1])
+            for s, p in zip(loaded, probs)]))
+    best = max(scores, key=lambda d: (scores[d], -d))
+    config.postprocessing.watershed_min_distance = best
+    config.provenance["postprocessing_selection"] = {
+        "split": "validation", "images": sorted(s.stem for s in samples),
+        "aji_by_watershed_min_distance": {str(k): round(v, 5) for k, v in scores.items()}}
+    config.save(folder / "config.json")
+    log.info("watershed_min_distance %d chosen on %d validation tile(s) (AJI %.4f)", best, len(samples), scores[best])
+    return scores
 
 
 def _devices() -> str:

@@ -1,0 +1,92 @@
+#!/usr/bin/env python
+"""Turn a training run into a zoo folder model_cards/<name>/ (the exact Hub repo content):
+config + weights + training log, test evaluation (metrics.json, metrics.md, figure.png),
+ONNX export (parity-checked), int8 ONNX when its test Dice is within 0.005 of fp32,
+the model card, and the zoo registry pins (sha256 of each file).
+
+    python scripts/release.py runs/unet --name unet-monuseg --data ../shared/monuseg
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+INT8_MAX_DICE_DROP = 0.005
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run", type=Path, help="run folder written by segzoo train")
+    p.add_argument("--name", required=True)
+    p.add_argument("--data", type=Path, required=True, help="MoNuSeg root with train/ and test/")
+    p.add_argument("--repo-id", default=None, help="Hub repo (default: segzoo/<name>)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    sys.path.insert(0, str(ROOT))
+    from segzoo.config import ModelConfig
+    from segzoo.evaluation import evaluate
+    from segzoo.export import export_onnx
+    from segzoo.onnx_runtime import onnx_runner, read_segzoo_onnx
+    from segzoo.quantize import quantize_int8
+    from segzoo.zoo import sha256_of
+
+    dest = ROOT / "model_cards" / args.name
+    dest.mkdir(parents=True, exist_ok=True)
+    config = ModelConfig.load(args.run)
+    config.name = args.name
+    config.save(dest / "config.json")
+    shutil.copy2(args.run / "model.weights.h5", dest / "model.weights.h5")
+    shutil.copy2(args.run / "training_log.csv", dest / "training_log.csv")
+
+    run = lambda *cmd: subprocess.run([sys.executable, *map(str, cmd)], check=True)  # noqa: E731
+    run(ROOT / "scripts" / "evaluate.py", dest, "--data", args.data / "test", "--figure", "3")
+    export_onnx(dest, dest / "model.onnx", overwrite=True,
+                real_image=_first_tile(args.data / "test"))
+    fp32 = json.loads((dest / "metrics.json").read_text())["micro"]["dice"]
+    quantize_int8(dest / "model.onnx", dest / ".int8.tmp.onnx", args.data / "train", overwrite=True)
+    data, int8_config = read_segzoo_onnx(dest / ".int8.tmp.onnx")
+    int8_metrics, _ = evaluate(onnx_runner(data), int8_config, args.data / "test")
+    drop = fp32 - int8_metrics["micro"]["dice"]
+    print(f"int8 test Dice {int8_metrics['micro']['dice']:.4f} vs fp32 {fp32:.4f} (drop {drop:+.4f})")
+    (dest / "int8_check.json").write_text(json.dumps(
+        {"fp32_dice": fp32, "int8_dice": int8_metrics["micro"]["dice"], "drop": drop,
+         "max_drop": INT8_MAX_DICE_DROP, "kept": drop <= INT8_MAX_DICE_DROP}, indent=2) + "\n")
+    if drop <= INT8_MAX_DICE_DROP:
+        (dest / ".int8.tmp.onnx").replace(dest / "model.int8.onnx")
+    else:
+        (dest / ".int8.tmp.onnx").unlink()
+        (dest / "model.int8.onnx").unlink(missing_ok=True)
+    run(ROOT / "scripts" / "make_model_card.py", dest)
+
+    registry_path = ROOT / "segzoo" / "zoo_registry.json"
+    registry = json.loads(registry_path.read_text())
+    files = {f: sha256_of(dest / f) for f in ("config.json", "model.weights.h5", "model.onnx", "model.int8.onnx")
+             if (dest / f).is_file()}
+    previous = registry["models"].get(args.name, {})
+    registry["models"][args.name] = {
+        "repo_id": args.repo_id or previous.get("repo_id") or f"segzoo/{args.name}",
+        "revision": previous.get("revision") if previous.get("files") == files else None,
+        "files": files, "architecture": config.architecture,
+        "license": "cc-by-nc-sa-4.0",
+        "description": f"{config.architecture} trained on MoNuSeg 2018 (H&E nuclei, 40x)"}
+    registry_path.write_text(json.dumps(registry, indent=2) + "\n")
+    print(f"released {dest}")
+    return 0
+
+
+def _first_tile(folder: Path):
+    from segzoo.data.monuseg import discover_samples
+    from segzoo.imageio import read_image
+
+    return read_image(discover_samples(folder)[0].image)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
