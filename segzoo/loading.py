@@ -63,15 +63,18 @@ def load(source: str | os.PathLike, *, runtime: str = "auto", revision: str | No
         rev = revision or uri_revision
         choice = _pick_runtime(runtime, has_onnx=False) if runtime != "onnx" else "onnx"
         files = [CONFIG_FILENAME, WEIGHTS_FILENAME] if choice == "keras" else ["model.onnx"]
-        unreachable, missing = zoo._hub_errors()
         try:
             folder = zoo.download_files(repo_id, files, revision=rev, cache_dir=cache_dir)
-        except missing as err:
-            raise SegzooError(f"hf://{repo_id}@{rev or 'main'}: not found or not authorised "
-                              f"({type(err).__name__}); check the repo id, revision and HF_TOKEN") from None
-        except unreachable as err:
-            raise SegzooError(f"hf://{repo_id}: the Hub cannot be reached and nothing is cached "
-                              f"({type(err).__name__}); check the network or HF_ENDPOINT") from None
+        except Exception as err:
+            kind = zoo.hub_failure(err)
+            if kind == "missing":
+                raise SegzooError(f"hf://{repo_id}@{rev or 'main'}: not found or not authorised "
+                                  f"({type(err).__name__}); check the repo id, revision and HF_TOKEN") from None
+            if kind == "unreachable":
+                raise SegzooError(f"hf://{repo_id}: the Hub cannot be reached and nothing is cached "
+                                  f"({type(err).__name__}); check the network, HF_ENDPOINT or "
+                                  "HF_HUB_OFFLINE") from None
+            raise
         return predictor_from_folder(folder, choice)
     path = Path(text)
     if path.is_dir():

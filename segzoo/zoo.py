@@ -103,12 +103,19 @@ def _bundled_verified(entry: ZooEntry, runtime: str) -> Path:
     return folder
 
 
-def _hub_errors():
+def hub_failure(err: BaseException) -> str | None:
+    """'unreachable' (no connection / offline, nothing cached), 'missing' (repo, revision or
+    file not on the Hub, or not authorised) or None for anything else."""
     from huggingface_hub import errors
 
-    unreachable = (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled, OSError)
-    missing = (errors.RepositoryNotFoundError, errors.RevisionNotFoundError, errors.EntryNotFoundError)
-    return unreachable, missing
+    if isinstance(err, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled)):
+        return "unreachable"
+    if isinstance(err, (errors.RepositoryNotFoundError, errors.RevisionNotFoundError,
+                        errors.EntryNotFoundError, errors.GatedRepoError)):
+        return "missing"
+    if isinstance(err, OSError):  # connection refused/reset, DNS failure, timeouts
+        return "unreachable"
+    return None
 
 
 def download_files(repo_id: str, filenames: list[str], *, revision: str | None,
@@ -145,16 +152,18 @@ def resolve_zoo(name: str, *, runtime: str = "keras", revision: str | None = Non
     files = entry.required_files(runtime)
     if not files:
         raise SegzooError(f"{name}: the zoo has no files for runtime {runtime!r}")
-    unreachable, missing = _hub_errors()
     pinned = revision or entry.revision
     try:
         return download_files(entry.repo_id, files, revision=pinned, cache_dir=cache_dir, expected=entry.files)
     except ChecksumError:
         raise
-    except missing as err:
-        reason = f"the Hub does not hold hf://{entry.repo_id}@{pinned or 'main'} ({type(err).__name__})"
-    except unreachable as err:
-        reason = f"the Hub cannot be reached and nothing is cached ({type(err).__name__})"
+    except Exception as err:
+        kind = hub_failure(err)
+        if kind is None:
+            raise
+        reason = (f"the Hub does not hold hf://{entry.repo_id}@{pinned or 'main'} ({type(err).__name__})"
+                  if kind == "missing" else
+                  f"the Hub cannot be reached and nothing is cached ({type(err).__name__})")
     try:
         folder = _bundled_verified(entry, runtime)
     except ChecksumError:
