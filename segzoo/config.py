@@ -77,9 +77,9 @@ class Postprocessing:
 class Inference:
     """Sliding-window settings for images larger than one tile."""
 
-    tile_size: int = 512
-    overlap: int = 64
-    batch_size: int = 4
+    tile_size: int = 1024
+    overlap: int = 128
+    batch_size: int = 1
 
     def validate(self) -> None:
         if self.tile_size < 1 or self.batch_size < 1:

@@ -22,13 +22,14 @@ def _round_up(n: int, stride: int) -> int:
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets covering [0, length) with tiles of `tile` overlapping >= `overlap`."""
+    """Evenly spaced start offsets covering [0, length) with the fewest tiles of size
+    `tile` that overlap by at least `overlap`."""
     if length <= tile:
         return [0]
     step = max(tile - overlap, 1)
-    starts = list(range(0, length - tile, step))
-    starts.append(length - tile)
-    return starts
+    count = -(-(length - overlap) // step)
+    count = max(count, 2)
+    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
 
 
 def blend_window(tile: int, overlap: int) -> np.ndarray:

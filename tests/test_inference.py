@@ -45,3 +45,16 @@ def test_tta_of_equivariant_model_is_identity():
     plain = predict_probabilities(local_model, image, _config(tile=64))
     tta = predict_probabilities(local_model, image, _config(tile=64), tta=True)
     np.testing.assert_allclose(plain, tta, atol=1e-6)
+
+
+@pytest.mark.parametrize("length, tile, overlap", [(1000, 512, 64), (1000, 1024, 128), (5000, 1024, 128),
+                                                   (33, 32, 8), (100, 32, 0)])
+def test_tile_starts_cover_with_overlap(length, tile, overlap):
+    from segzoo.inference import tile_starts
+
+    starts = tile_starts(length, tile, overlap)
+    assert starts[0] == 0 and starts[-1] + tile >= length
+    assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))
+    fewer = len(starts) - 1
+    if fewer >= 2:  # one tile fewer could not keep the overlap
+        assert (length - tile) / (fewer - 1) > tile - overlap
