@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     sys.path.insert(0, str(ROOT))
-    from segzoo.config import ModelConfig
+    from segzoo.config import Inference, ModelConfig
     from segzoo.evaluation import evaluate
     from segzoo.export import export_onnx
     from segzoo.onnx_runtime import onnx_runner, read_segzoo_onnx
@@ -41,6 +41,7 @@ def main(argv=None) -> int:
     dest.mkdir(parents=True, exist_ok=True)
     config = ModelConfig.load(args.run)
     config.name = args.name
+    config.inference = Inference()  # the current tiling defaults: a MoNuSeg tile in one pass
     config.save(dest / "config.json")
     shutil.copy2(args.run / "model.weights.h5", dest / "model.weights.h5")
     shutil.copy2(args.run / "training_log.csv", dest / "training_log.csv")
