@@ -8,19 +8,43 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
-from skimage.morphology import remove_small_holes, remove_small_objects
 from skimage.segmentation import watershed
 
 from segzoo.config import Postprocessing
 
 
+def label_sizes(labels: np.ndarray, count: int, block_rows: int = 1024) -> np.ndarray:
+    """Pixel count per label 0..count, in row blocks (np.bincount copies its input to int64)."""
+    sizes = np.zeros(count + 1, dtype=np.int64)
+    for start in range(0, labels.shape[0], block_rows):
+        sizes += np.bincount(labels[start:start + block_rows].ravel(), minlength=count + 1)
+    return sizes
+
+
+def _drop_small_components(mask: np.ndarray, min_size: int) -> np.ndarray:
+    """`mask` without its 8-connected components smaller than `min_size` pixels (in place).
+
+    Uses int32 labels (4 bytes/pixel); scikit-image's remove_small_objects labels
+    in int64, which doubles peak memory on large images.
+    """
+    labels, count = ndi.label(mask, structure=np.ones((3, 3), bool))
+    if count:
+        small = label_sizes(labels, count) < min_size
+        small[0] = False
+        mask[small[labels]] = False
+    return mask
+
+
 def probabilities_to_mask(prob: np.ndarray, post: Postprocessing) -> np.ndarray:
-    """Threshold, drop objects below min_object_size, fill small holes."""
+    """Threshold, fill holes smaller than fill_holes_size, drop objects below min_object_size."""
     mask = np.asarray(prob) >= post.threshold
-    if post.min_object_size > 1:
-        mask = remove_small_objects(mask, max_size=post.min_object_size - 1)
     if post.fill_holes_size > 1:
-        mask = remove_small_holes(mask, max_size=post.fill_holes_size - 1)
+        holes = ~mask
+        _drop_small_components(holes, post.fill_holes_size)  # keeps only the large background regions
+        np.logical_not(holes, out=holes)
+        mask = holes
+    if post.min_object_size > 1:
+        _drop_small_components(mask, post.min_object_size)
     return mask
 
 
@@ -46,9 +70,9 @@ def mask_to_instances(mask: np.ndarray, post: Postprocessing) -> np.ndarray:
             target[region] = next_id
             next_id += 1
             continue
-        distance = ndi.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
+        distance = ndi.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1].astype(np.float32)
         # Smooth so that ragged outlines do not create spurious maxima.
-        smoothed = ndi.gaussian_filter(distance, sigma=1.0)
+        smoothed = ndi.gaussian_filter(distance, sigma=1.0, output=np.float32)
         peaks = peak_local_max(smoothed, min_distance=min_distance, labels=region.astype(np.int32),
                                exclude_border=False)
         if len(peaks) <= 1:
@@ -68,7 +92,7 @@ def probabilities_to_instances(prob: np.ndarray, post: Postprocessing) -> tuple[
     mask = probabilities_to_mask(prob, post)
     labels = mask_to_instances(mask, post)
     if post.min_object_size > 0 and labels.max() > 0:
-        sizes = np.bincount(labels.ravel())
+        sizes = label_sizes(labels, int(labels.max()))
         small = sizes < post.min_object_size
         small[0] = False
         if small.any():

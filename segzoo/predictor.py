@@ -68,7 +68,7 @@ class Predictor:
         prob = predict_probabilities(self.run_batch, rgb, self.config, tile_size=tile_size,
                                      overlap=overlap, batch_size=batch_size, tta=tta)[..., 0]
         mask, labels = probabilities_to_instances(prob, self.config.postprocessing)
-        return Prediction(prob=prob.astype(np.float32), mask=mask, labels=labels, image=rgb)
+        return Prediction(prob=prob.astype(np.float32, copy=False), mask=mask, labels=labels, image=rgb)
 
     def predict_batch(self, images, *, progress: bool = True, **kwargs):
         """Predict several images (a list, or a folder of images). Yields (source, Prediction

@@ -128,3 +128,15 @@ def test_watershed_splits_two_touching_discs():
     np.testing.assert_array_equal(labels > 0, mask)
     unsplit = mask_to_instances(mask, Postprocessing(watershed=False))
     assert len(np.unique(unsplit[mask])) == 2
+
+
+def test_mask_cleanup_fills_small_holes_and_drops_small_objects():
+    from segzoo.config import Postprocessing
+    from segzoo.postprocessing import probabilities_to_mask
+
+    prob = np.zeros((30, 30), np.float32)
+    prob[5:20, 5:20] = 0.9
+    prob[10:12, 10:12] = 0.1  # 4-pixel hole: filled
+    prob[25:27, 25:27] = 0.9  # 4-pixel object: dropped
+    mask = probabilities_to_mask(prob, Postprocessing(threshold=0.5, min_object_size=10, fill_holes_size=30))
+    assert mask[10, 10] and not mask[25, 25] and mask.sum() == 15 * 15
