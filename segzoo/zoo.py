@@ -118,6 +118,37 @@ def hub_failure(err: BaseException) -> str | None:
     return None
 
 
+_REACHABLE: dict[str, bool] = {}
+
+
+def endpoint_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hub endpoint (HF_ENDPOINT) accepts a TCP connection, checked once per process.
+
+    huggingface_hub retries failed connections with back-off (about 25 s per file
+    when there is no network); checking first lets an offline machine go straight
+    to the cache or the bundled copy.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    key = url.netloc
+    if key not in _REACHABLE:
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            socket.create_connection((url.hostname, port), timeout=timeout).close()
+            _REACHABLE[key] = True
+        except OSError:
+            _REACHABLE[key] = False
+            log.info("the Hub endpoint %s is not reachable; using the local cache or bundled copies",
+                     constants.ENDPOINT)
+    return _REACHABLE[key]
+
+
 def download_files(repo_id: str, filenames: list[str], *, revision: str | None,
                    cache_dir: str | os.PathLike | None,
                    expected: dict[str, str] | None = None) -> Path:
@@ -129,13 +160,16 @@ def download_files(repo_id: str, filenames: list[str], *, revision: str | None,
     from huggingface_hub import hf_hub_download
 
     folder = None
+    offline = not endpoint_reachable()
     for filename in filenames:
         path = Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir,
-                                    library_name="segzoo"))
+                                    library_name="segzoo", local_files_only=offline))
         if expected and filename in expected:
             try:
                 verify(path, expected[filename], f"hf://{repo_id}")
             except ChecksumError:
+                if offline:
+                    raise
                 log.warning("%s in hf://%s failed its checksum; downloading it again", filename, repo_id)
                 path = Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir,
                                             library_name="segzoo", force_download=True))
