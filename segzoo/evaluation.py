@@ -95,13 +95,18 @@ def markdown_table(metrics: dict, name: str) -> str:
     return header + row + note
 
 
-def render_figure(figures: list, path: Path) -> None:
-    """Rows of (image | ground-truth outlines | predicted outlines) as one PNG."""
+def render_figure(figures: list, path: Path, crop: int = 400) -> None:
+    """Rows of (image | ground-truth outlines | predicted outlines) as one PNG, each
+    a centred crop of at most `crop` pixels so outlines stay visible and the file small."""
     from PIL import Image
     from skimage.segmentation import find_boundaries
 
     rows = []
     for image, truth, pred in figures:
+        h, w = image.shape[:2]
+        y, x = max((h - crop) // 2, 0), max((w - crop) // 2, 0)
+        box = (slice(y, y + crop), slice(x, x + crop))
+        image, truth, pred = image[box], truth[box], pred[box]
         panels = [image]
         for labels, colour in ((truth, (0, 255, 0)), (pred, (255, 255, 0))):
             over = image.copy()

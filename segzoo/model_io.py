@@ -39,7 +39,11 @@ def save_model(model, folder: str | os.PathLike, config: ModelConfig, *, overwri
     folder.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder, prefix=".staging-"))
     try:
-        model.save_weights(str(staging / WEIGHTS_FILENAME))
+        # Keras 3 writes optimizer slots into .weights.h5 of a compiled, trained
+        # model (3x the size with Adam); copy the weights into a fresh model.
+        clean = build_from_config(config)
+        clean.set_weights(model.get_weights())
+        clean.save_weights(str(staging / WEIGHTS_FILENAME))
         config.save(staging / CONFIG_FILENAME)
         for target in targets:
             os.replace(staging / target.name, target)

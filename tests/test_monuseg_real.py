@@ -57,3 +57,22 @@ def test_train_and_evaluate_end_to_end_through_scripts(real_monuseg, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["n_images"] == 2 and metrics["n_images_with_instances"] == 2
     assert 0.0 < metrics["micro"]["dice"] <= 1.0
+
+
+CARDS = sorted(p for p in (ROOT / "model_cards").iterdir() if (p / "metrics.json").is_file()) \
+    if (ROOT / "model_cards").is_dir() else []
+
+
+@pytest.mark.parametrize("folder", CARDS, ids=[p.name for p in CARDS])
+def test_committed_metrics_are_reproduced(real_monuseg, folder):
+    """Re-evaluating each zoo folder on the test set reproduces its metrics.json to 1e-4."""
+    from segzoo.evaluation import evaluate
+    from segzoo.inference import keras_runner
+    from segzoo.model_io import load_model
+
+    committed = json.loads((folder / "metrics.json").read_text())
+    model, config = load_model(folder)
+    metrics, _ = evaluate(keras_runner(model), config, real_monuseg / "test", tta=committed["tta"])
+    for aggregate in ("micro", "mean"):
+        for key, value in committed[aggregate].items():
+            assert metrics[aggregate][key] == pytest.approx(value, abs=1e-4), f"{aggregate}.{key}"
