@@ -28,7 +28,7 @@ def test_round_trip_is_lossless(tmp_path):
     (lambda d: d["postprocessing"].update(threshold="high"), "threshold must be float"),
     (lambda d: d["preprocessing"].update(std=[0.0, 1, 1]), "std must be positive"),
     (lambda d: d["preprocessing"].update(pad_mode="zeros"), "pad_mode"),
-    (lambda d: d["inference"].update(overlap=600), "overlap"),
+    (lambda d: d["inference"].update(overlap=2000), "overlap"),
     (lambda d: d["inference"].update(tile=5), "unknown field"),
     (lambda d: d.update(schema_version=99), "schema_version 99"),
 ])
