@@ -128,6 +128,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--large", type=int, default=10000, help="side of the large synthetic image (0: skip)")
     p.add_argument("--large-runtime", default="onnx-fp32", choices=list(RUNTIMES))
+    p.add_argument("--large-models", nargs="+", default=None,
+                   help="models to run the large image on (default: the first model)")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--markdown", type=Path, default=None)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -140,6 +142,7 @@ def main(argv=None) -> int:
     image = args.image or default_tile()
     models = args.models or sorted(p.name for p in (ROOT / "model_cards").iterdir() if p.is_dir())
     rows, large_rows = [], []
+    large_models = set(args.large_models or models[:1])
     for model in models:
         folder = resolve_folder(model)
         for runtime in args.runtimes:
@@ -150,7 +153,7 @@ def main(argv=None) -> int:
             if row:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-        if args.large and (folder / RUNTIMES[args.large_runtime][1]).is_file():
+        if args.large and model in large_models and (folder / RUNTIMES[args.large_runtime][1]).is_file():
             row = run_child(model, args.large_runtime, image, repeats=1, warmup=0, large=args.large)
             if row:
                 large_rows.append(row)
