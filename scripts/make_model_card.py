@@ -129,8 +129,8 @@ below.
 
 Loss: {prov.get('loss', '?')}; AdamW with warm-up and cosine decay; random 256x256 patches with
 scale jitter, D4 flips/rotations, HED stain jitter and brightness/contrast jitter. Best validation
-Dice at epoch {best_epoch} of {len(log_rows)}; {minutes:.0f} minutes on 2 CPU cores (median
-{patches_per_s:.1f} patches/s). The full log is `training_log.csv`.
+Dice at epoch {best_epoch} of {len(log_rows)}; {minutes:.0f} minutes of training on
+{prov.get('hardware', '2 CPU cores')} (median {patches_per_s:.1f} patches/s). The full log is `training_log.csv`.
 
 ## Evaluation
 

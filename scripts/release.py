@@ -27,6 +27,7 @@ def main(argv=None) -> int:
     p.add_argument("--name", required=True)
     p.add_argument("--data", type=Path, required=True, help="MoNuSeg root with train/ and test/")
     p.add_argument("--repo-id", default=None, help="Hub repo (default: segzoo/<name>)")
+    p.add_argument("--hardware", default=None, help="what the training ran on, for the card")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     sys.path.insert(0, str(ROOT))
@@ -42,6 +43,8 @@ def main(argv=None) -> int:
     config = ModelConfig.load(args.run)
     config.name = args.name
     config.inference = Inference()  # the current tiling defaults: a MoNuSeg tile in one pass
+    if args.hardware:
+        config.provenance["hardware"] = args.hardware
     config.save(dest / "config.json")
     shutil.copy2(args.run / "model.weights.h5", dest / "model.weights.h5")
     shutil.copy2(args.run / "training_log.csv", dest / "training_log.csv")
