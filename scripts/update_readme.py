@@ -1,18 +1,21 @@
 #!/usr/bin/env python
-"""Regenerate README.md's results and benchmark sections from committed files:
-model_cards/*/metrics.json (evaluation) and benchmark.json (scripts/benchmark.py).
+"""Regenerate README.md's zoo, results and benchmark sections from committed files:
+segzoo/zoo_registry.json, model_cards/*/metrics.json (evaluation) and benchmark.json
+(scripts/benchmark.py).
 
     python scripts/update_readme.py
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 
 def results_table() -> str:
@@ -35,6 +38,16 @@ def results_table() -> str:
     return "\n".join(lines)
 
 
+def zoo_table() -> str:
+    """One row per entry of segzoo/zoo_registry.json (what segzoo.load accepts by name)."""
+    registry = json.loads((ROOT / "segzoo" / "zoo_registry.json").read_text())["models"]
+    lines = ["| name | architecture | Hub repo | files |", "|---|---|---|---|"]
+    for name, entry in sorted(registry.items()):
+        lines.append(f"| `{name}` | `{entry['architecture']}` | `{entry['repo_id']}` | "
+                     f"{', '.join(f'`{f}`' for f in entry['files'])} |")
+    return "\n".join(lines)
+
+
 def replace(text: str, key: str, body: str) -> str:
     pattern = re.compile(rf"(<!-- {key}:start -->\n).*?(<!-- {key}:end -->)", re.S)
     if not pattern.search(text):
@@ -42,12 +55,31 @@ def replace(text: str, key: str, body: str) -> str:
     return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
 
 
-def main() -> int:
-    readme = ROOT / "README.md"
-    text = replace(readme.read_text(), "results", results_table())
+def render(text: str) -> str:
+    """README text with its generated sections replaced by what the committed files say."""
+    text = replace(text, "zoo", zoo_table())
+    text = replace(text, "results", results_table())
     if (ROOT / "benchmark.md").is_file():
         text = replace(text, "benchmark", (ROOT / "benchmark.md").read_text().rstrip())
-    readme.write_text(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--check", action="store_true", help="exit 1 if README.md is out of date; write nothing")
+    args = p.parse_args(argv)
+    readme = ROOT / "README.md"
+    current = readme.read_text()
+    text = render(current)
+    if args.check:
+        if text != current:
+            print("README.md is out of date: run python scripts/update_readme.py", file=sys.stderr)
+            return 1
+        print("README.md is up to date")
+        return 0
+    from segzoo.config import atomic_write_text
+
+    atomic_write_text(readme, text)
     print("updated README.md")
     return 0
 
