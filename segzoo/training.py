@@ -63,7 +63,11 @@ def split_train_val(samples: list[Sample], val_fraction: float, seed: int,
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="segzoo train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--architecture", "-a", required=True, help="registered architecture name")
+    p.add_argument("--architecture", "-a", default=None,
+                   help="registered architecture name (required unless --init-from gives it)")
+    p.add_argument("--init-from", default=None, metavar="MODEL",
+                   help="fine-tune: start from this model folder or zoo name (its architecture, "
+                        "arguments, preprocessing and weights)")
     p.add_argument("--arch-kwargs", default="{}", help="JSON object of architecture arguments")
     p.add_argument("--data", required=True, help="training folder (MoNuSeg layout), e.g. ../shared/monuseg/train")
     p.add_argument("--out", required=True, help="run folder; becomes a model folder")
@@ -149,6 +153,11 @@ def run(args: argparse.Namespace) -> Path:
     if int(arch_kwargs.get("num_classes", 1)) != 1:
         raise SegzooError("MoNuSeg training is binary (nuclei vs background); use num_classes=1")
     loss_fn = get_loss(args.loss)
+    init_model, init_config = _initial_model(args, arch_kwargs)
+    if init_config is not None:
+        args.architecture, arch_kwargs = init_config.architecture, dict(init_config.architecture_kwargs)
+    elif not args.architecture:
+        raise SegzooError("give --architecture (-a) or --init-from")
 
     samples = discover_samples(args.data)
     train_samples, val_samples = split_train_val(samples, args.val_fraction, args.seed, args.val_stems)
@@ -157,6 +166,9 @@ def run(args: argparse.Namespace) -> Path:
     val_images, val_masks = _load_all(val_samples)
 
     config = default_config(args.architecture, **arch_kwargs)
+    if init_config is not None:  # the weights expect the input normalisation they were trained with
+        config.preprocessing = init_config.preprocessing
+        config.postprocessing = init_config.postprocessing
     config.name = args.name
     config.postprocessing.min_object_size = args.min_object_size
     config.provenance = {
@@ -168,6 +180,9 @@ def run(args: argparse.Namespace) -> Path:
         "loss": args.loss,
         "seed": args.seed,
     }
+    if init_config is not None:
+        config.provenance["init_from"] = {"source": args.init_from, "name": init_config.name,
+                                          "command": init_config.provenance.get("command")}
 
     state = {"epoch": 0, "best_dice": -1.0, "elapsed_s": 0.0}
     ckpt = out / CHECKPOINT_DIR / "last.keras"
@@ -179,6 +194,9 @@ def run(args: argparse.Namespace) -> Path:
         from segzoo.model_io import build_from_config
 
         model = build_from_config(config)
+        if init_model is not None:
+            model.set_weights(init_model.get_weights())
+            del init_model
         total_steps = args.epochs * args.steps_per_epoch
         if args.schedule == "cosine":
             lr = keras.optimizers.schedules.CosineDecay(
@@ -209,6 +227,37 @@ def run(args: argparse.Namespace) -> Path:
     _choose_threshold(out, val_images, val_masks, args.val_tta)
     tune_postprocessing(out, args.data)
     return out
+
+
+def _initial_model(args: argparse.Namespace, arch_kwargs: dict):
+    """(keras model, config) named by --init-from (a model folder or zoo name), or (None, None).
+
+    Refuses an --architecture or --arch-kwargs that disagree with the starting model."""
+    if not args.init_from:
+        return None, None
+    from segzoo.model_io import load_model
+
+    source = Path(args.init_from)
+    if source.is_dir():
+        folder = source
+    else:
+        from segzoo.zoo import get_entry, resolve_zoo
+
+        get_entry(args.init_from)  # unknown names list the zoo
+        folder = resolve_zoo(args.init_from, runtime="keras")
+    model, config = load_model(folder)
+    if args.architecture and args.architecture != config.architecture:
+        raise SegzooError(f"--init-from {args.init_from} is a {config.architecture!r} model, "
+                          f"not {args.architecture!r}; drop -a or pick a matching model")
+    from segzoo.architectures import resolve_kwargs
+
+    resolved = resolve_kwargs(config.architecture, config.architecture_kwargs)
+    clash = {k: v for k, v in arch_kwargs.items() if resolved.get(k) != v}
+    if clash:
+        raise SegzooError(f"--arch-kwargs {clash} disagree with --init-from {args.init_from} "
+                          f"({config.architecture_kwargs}); fine-tuning keeps the architecture")
+    log.info("initialised from %s (%s, %d parameters)", folder, config.architecture, model.count_params())
+    return model, config
 
 
 WATERSHED_MIN_DISTANCES = (3, 4, 5, 6, 8)

@@ -58,6 +58,30 @@ def test_refuses_non_empty_run_folder_then_resumes(trained, capsys):
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
 
 
+def test_fine_tune_starts_from_the_given_model(trained, tmp_path, capsys):
+    """--init-from keeps the architecture and preprocessing and starts from the weights
+    (with a learning rate of ~0 the trainable weights stay where they started)."""
+    data, start = trained
+    start_model, start_config = load_model(start)
+    out = tmp_path / "tuned"
+    assert train_main(_train_args(data, out, "--init-from", str(start), "--epochs", "1", "--lr", "1e-12",
+                                  "--warmup-steps", "0", "--weight-decay", "0")) == 0
+    model, config = load_model(out)
+    assert config.architecture_kwargs == start_config.architecture_kwargs
+    assert config.preprocessing == start_config.preprocessing
+    assert config.provenance["init_from"]["source"] == str(start)
+    for tuned, original in zip(model.trainable_weights, start_model.trainable_weights):
+        np.testing.assert_allclose(np.asarray(tuned), np.asarray(original), atol=1e-6)
+
+    assert train_main(_train_args(data, tmp_path / "x", "--init-from", str(start), "-a", "segnet")) == 2
+    assert "is a 'unet' model, not 'segnet'" in capsys.readouterr().err
+    assert train_main(_train_args(data, tmp_path / "y", "--init-from", str(start),
+                                  "--arch-kwargs", '{"base_filters": 8}')) == 2
+    assert "disagree with --init-from" in capsys.readouterr().err
+    assert train_main(_train_args(data, tmp_path / "z", "--init-from", "no-such-model")) == 2
+    assert "unknown zoo model 'no-such-model'" in capsys.readouterr().err
+
+
 def test_overwrite_and_time_budget(trained, tmp_path):
     data, _ = trained
     out = tmp_path / "budget"
