@@ -32,6 +32,17 @@ def _yaml_metrics(metrics: dict) -> str:
     return "\n".join(f"      - type: {t}\n        value: {round(v, 4)}\n        name: {n}" for t, v, n in rows)
 
 
+def _init_text(prov: dict) -> str:
+    """For a fine-tuned model: the stage it started from (its command, time and log)."""
+    init = prov.get("init_from")
+    if not init:
+        return ""
+    minutes = init.get("training_minutes")
+    took = f" ({init.get('epochs')} epochs, {minutes:.0f} minutes; log `training_log_init.csv`)" if minutes else ""
+    return (f"Two stages. First{took}:\n\n```\n{init.get('command') or '(command not recorded)'}\n```\n\n"
+            f"then fine-tuned from that model (`--init-from`; `training_log.csv` is this stage):\n\n")
+
+
 def render(folder: Path) -> str:
     config = json.loads((folder / "config.json").read_text())
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -123,7 +134,7 @@ below.
 
 ## Training
 
-```
+{_init_text(prov)}```
 {prov.get('command', '(command not recorded)')}
 ```
 

@@ -10,6 +10,8 @@ the model card, and the zoo registry pins (sha256 of each file).
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import logging
 import shutil
@@ -45,6 +47,14 @@ def main(argv=None) -> int:
     config.inference = Inference()  # the current tiling defaults: a MoNuSeg tile in one pass
     if args.hardware:
         config.provenance["hardware"] = args.hardware
+    init = config.provenance.get("init_from")
+    if init and (Path(init["source"]) / "training_log.csv").is_file():
+        # A fine-tune: keep the log of the stage it started from (read before dest is replaced).
+        init_log = (Path(init["source"]) / "training_log.csv").read_text()
+        init_rows = list(csv.DictReader(io.StringIO(init_log)))
+        init["epochs"] = len(init_rows)
+        init["training_minutes"] = float(init_rows[-1]["elapsed_min"]) if init_rows else None
+        (dest / "training_log_init.csv").write_text(init_log)
     config.save(dest / "config.json")
     shutil.copy2(args.run / "model.weights.h5", dest / "model.weights.h5")
     shutil.copy2(args.run / "training_log.csv", dest / "training_log.csv")
