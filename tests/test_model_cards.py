@@ -39,6 +39,16 @@ class TestZooFolder:
         assert found["aji"] == round(metrics["mean"]["aji"], 4)
         assert (folder / "training_log.csv").is_file() and (folder / "figure.png").is_file()
 
+    def test_card_is_generated_from_the_folder(self, folder):
+        """README.md is exactly what scripts/make_model_card.py writes from the folder's files."""
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("make_model_card", ROOT / "scripts" / "make_model_card.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        assert (folder / "README.md").read_text() == module.render(folder), \
+            f"re-run python scripts/make_model_card.py {folder.relative_to(ROOT)}"
+
     def test_registry_pins_the_files(self, folder):
         from segzoo.zoo import sha256_of
 
