@@ -48,42 +48,59 @@ def probabilities_to_mask(prob: np.ndarray, post: Postprocessing) -> np.ndarray:
     return mask
 
 
-def mask_to_instances(mask: np.ndarray, post: Postprocessing) -> np.ndarray:
-    """int32 instance labels: connected components, each split by a watershed on its
-    (smoothed) distance transform, with markers at distance maxima at least
-    watershed_min_distance apart. Components are processed one bounding box at a
-    time, so memory stays proportional to the largest nucleus cluster, not the image."""
+def mask_to_instances(mask: np.ndarray, post: Postprocessing, strip_rows: int = 1024) -> np.ndarray:
+    """int32 instance labels: connected components, each split by a watershed on the
+    (smoothed) distance transform, with one marker per local maximum of that distance
+    (a (2*watershed_min_distance+1)-pixel window; a flat top is one marker). Components
+    smaller than 4*watershed_min_distance**2 pixels, or without a maximum of their own,
+    stay whole.
+
+    Works on row strips holding the components that start in them, so memory grows with
+    the strip (strip_rows x width, plus the tallest component), not with the image, and
+    the per-pixel work is vectorised over all components of a strip at once."""
     mask = np.asarray(mask, dtype=bool)
     components, count = ndi.label(mask)
     components = components.astype(np.int32, copy=False)
     if count == 0 or not post.watershed:
         return components
+    min_distance = max(int(post.watershed_min_distance), 1)
+    boxes = ndi.find_objects(components)
+    tops = np.array([box[0].start for box in boxes])
+    bottoms = np.array([box[0].stop for box in boxes])
+    splittable = label_sizes(components, count) >= 4 * min_distance * min_distance
+    splittable[0] = False
     labels = np.zeros_like(components)
     next_id = 1
-    min_distance = max(int(post.watershed_min_distance), 1)
-    for index, box in enumerate(ndi.find_objects(components), start=1):
-        if box is None:
+    for y0 in range(0, mask.shape[0], strip_rows):
+        ids = np.flatnonzero((tops >= y0) & (tops < y0 + strip_rows)) + 1
+        if len(ids) == 0:
             continue
-        region = components[box] == index
-        target = labels[box]
-        if region.sum() < 4 * min_distance * min_distance:  # too small to hold two nuclei
-            target[region] = next_id
-            next_id += 1
-            continue
-        distance = ndi.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1].astype(np.float32)
-        # Smooth so that ragged outlines do not create spurious maxima.
-        smoothed = ndi.gaussian_filter(distance, sigma=1.0, output=np.float32)
-        peaks = peak_local_max(smoothed, min_distance=min_distance, labels=region.astype(np.int32),
-                               exclude_border=False)
-        if len(peaks) <= 1:
-            target[region] = next_id
-            next_id += 1
-            continue
-        markers = np.zeros(region.shape, dtype=np.int32)
-        markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
-        split = watershed(-smoothed, markers, mask=region)
-        target[region] = split[region] + (next_id - 1)
-        next_id += len(peaks)
+        y1 = int(bottoms[ids - 1].max())
+        region = components[y0:y1]
+        member = np.zeros(count + 1, dtype=bool)
+        member[ids] = True
+        own = member[region]
+        # Pad with background so nuclei touching the image border get distance 1 there.
+        distance = ndi.distance_transform_edt(np.pad(own, 1))[1:-1, 1:-1].astype(np.float32)
+        smoothed = ndi.gaussian_filter(distance, sigma=1.0, output=np.float32)  # no spurious maxima
+        del distance
+        peaks = smoothed == ndi.maximum_filter(smoothed, size=2 * min_distance + 1)
+        peaks &= own
+        peaks &= splittable[region]
+        markers, n_markers = ndi.label(peaks, structure=np.ones((3, 3), dtype=bool))
+        del peaks
+        split = watershed(-smoothed, markers.astype(np.int32, copy=False), mask=own).astype(np.int32, copy=False)
+        del smoothed, markers
+        out = np.where(split > 0, split + (next_id - 1), 0).astype(np.int32, copy=False)
+        next_id += n_markers
+        unmarked = own & (split == 0)
+        if unmarked.any():  # whole components without a marker keep one label each
+            whole = np.unique(region[unmarked])
+            lookup = np.zeros(count + 1, dtype=np.int32)
+            lookup[whole] = np.arange(next_id, next_id + len(whole), dtype=np.int32)
+            out[unmarked] = lookup[region[unmarked]]
+            next_id += len(whole)
+        labels[y0:y1][own] = out[own]
     return labels
 
 

@@ -130,6 +130,26 @@ def test_watershed_splits_two_touching_discs():
     assert len(np.unique(unsplit[mask])) == 2
 
 
+def test_watershed_strips_do_not_change_the_instances():
+    """Row strips (bounded memory on large images) give the same nuclei as one pass,
+    including pairs of touching nuclei that cross a strip border."""
+    from segzoo.config import Postprocessing
+    from segzoo.postprocessing import mask_to_instances
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:300, 0:200]
+    mask = np.zeros((300, 200), bool)
+    for cy, cx in rng.integers(10, 190, size=(40, 2)) * [1.5, 1]:
+        mask |= (yy - cy) ** 2 + (xx - cx) ** 2 < rng.integers(30, 120)
+        mask |= (yy - cy - 14) ** 2 + (xx - cx) ** 2 < 90  # a touching neighbour below
+    whole = mask_to_instances(mask, Postprocessing(), strip_rows=10_000)
+    strips = mask_to_instances(mask, Postprocessing(), strip_rows=23)
+    np.testing.assert_array_equal(strips > 0, mask)
+    pairs = set(zip(whole[mask].tolist(), strips[mask].tolist()))
+    assert len(pairs) == len(np.unique(whole[mask])) == len(np.unique(strips[mask]))  # same partition
+    assert len(np.unique(whole[mask])) > len(np.unique(mask_to_instances(mask, Postprocessing(watershed=False))[mask]))
+
+
 def test_mask_cleanup_fills_small_holes_and_drops_small_objects():
     from segzoo.config import Postprocessing
     from segzoo.postprocessing import probabilities_to_mask
