@@ -48,16 +48,18 @@ def probabilities_to_mask(prob: np.ndarray, post: Postprocessing) -> np.ndarray:
     return mask
 
 
-def mask_to_instances(mask: np.ndarray, post: Postprocessing, strip_rows: int = 1024) -> np.ndarray:
+def mask_to_instances(mask: np.ndarray, post: Postprocessing, strip_rows: int = 256) -> np.ndarray:
     """int32 instance labels: connected components, each split by a watershed on the
     (smoothed) distance transform, with one marker per local maximum of that distance
     (a (2*watershed_min_distance+1)-pixel window; a flat top is one marker). Components
-    smaller than 4*watershed_min_distance**2 pixels, or without a maximum of their own,
-    stay whole.
+    smaller than 4*watershed_min_distance**2 pixels, or with fewer than two maxima of
+    their own, stay whole.
 
-    Works on row strips holding the components that start in them, so memory grows with
-    the strip (strip_rows x width, plus the tallest component), not with the image, and
-    the per-pixel work is vectorised over all components of a strip at once."""
+    Works on row strips holding the components that start in them (plus context rows), so
+    memory grows with the strip (strip_rows x width, plus the tallest component), not with
+    the image, and the per-pixel work is vectorised over all components of a strip at once;
+    the strips give the same markers as one whole-image pass (the watershed may break ties
+    on a split line differently)."""
     mask = np.asarray(mask, dtype=bool)
     components, count = ndi.label(mask)
     components = components.astype(np.int32, copy=False)
@@ -71,36 +73,60 @@ def mask_to_instances(mask: np.ndarray, post: Postprocessing, strip_rows: int = 
     splittable[0] = False
     labels = np.zeros_like(components)
     next_id = 1
+    halo = 64 + min_distance  # > any nucleus radius + the smoothing and maximum windows
     for y0 in range(0, mask.shape[0], strip_rows):
         ids = np.flatnonzero((tops >= y0) & (tops < y0 + strip_rows)) + 1
         if len(ids) == 0:
             continue
-        y1 = int(bottoms[ids - 1].max())
-        region = components[y0:y1]
+        # The strip's own components, plus `halo` rows of context above and below so the
+        # distance, smoothing and maxima near them are what a whole-image pass would give.
+        c0 = max(y0 - halo, 0)
+        c1 = min(int(bottoms[ids - 1].max()) + halo, mask.shape[0])
+        region = components[c0:c1]
         member = np.zeros(count + 1, dtype=bool)
         member[ids] = True
         own = member[region]
         # Pad with background so nuclei touching the image border get distance 1 there.
-        distance = ndi.distance_transform_edt(np.pad(own, 1))[1:-1, 1:-1].astype(np.float32)
+        distance = ndi.distance_transform_edt(np.pad(region > 0, 1))[1:-1, 1:-1].astype(np.float32)
         smoothed = ndi.gaussian_filter(distance, sigma=1.0, output=np.float32)  # no spurious maxima
         del distance
         peaks = smoothed == ndi.maximum_filter(smoothed, size=2 * min_distance + 1)
         peaks &= own
         peaks &= splittable[region]
-        markers, n_markers = ndi.label(peaks, structure=np.ones((3, 3), dtype=bool))
+        blobs, _ = ndi.label(peaks, structure=np.ones((3, 3), dtype=bool))  # a flat top is one marker...
+        # ...within one component (a blob may touch two components at a corner).
+        keys, inverse = np.unique(blobs[peaks].astype(np.int64) * (count + 1) + region[peaks], return_inverse=True)
+        del blobs
+        n_markers = len(keys)
+        markers = np.zeros(region.shape, dtype=np.int32)
+        markers[peaks] = inverse.reshape(-1) + 1
         del peaks
-        split = watershed(-smoothed, markers.astype(np.int32, copy=False), mask=own).astype(np.int32, copy=False)
+        # Only components with two or more markers need a watershed; the others stay whole.
+        component_of_marker = np.zeros(n_markers + 1, dtype=np.int32)
+        component_of_marker[1:] = keys % (count + 1)
+        markers_per_component = np.bincount(component_of_marker[1:], minlength=count + 1)
+        kept = markers_per_component[component_of_marker] >= 2
+        kept[0] = False
+        renumber = np.zeros(n_markers + 1, dtype=np.int32)
+        renumber[kept] = np.arange(next_id, next_id + int(kept.sum()), dtype=np.int32)
+        next_id += int(kept.sum())
+        multi = markers_per_component >= 2
+        multi[0] = False
+        flood = own & multi[region]
+        out = np.zeros(region.shape, dtype=np.int32)
+        if flood.any():
+            split = watershed(-smoothed, renumber[markers], mask=flood)
+            out[flood] = split[flood]
+            del split
         del smoothed, markers
-        out = np.where(split > 0, split + (next_id - 1), 0).astype(np.int32, copy=False)
-        next_id += n_markers
-        unmarked = own & (split == 0)
-        if unmarked.any():  # whole components without a marker keep one label each
-            whole = np.unique(region[unmarked])
+        whole = own & ~flood
+        if whole.any():
+            ids_whole = np.unique(region[whole])
             lookup = np.zeros(count + 1, dtype=np.int32)
-            lookup[whole] = np.arange(next_id, next_id + len(whole), dtype=np.int32)
-            out[unmarked] = lookup[region[unmarked]]
-            next_id += len(whole)
-        labels[y0:y1][own] = out[own]
+            lookup[ids_whole] = np.arange(next_id, next_id + len(ids_whole), dtype=np.int32)
+            out[whole] = lookup[region[whole]]
+            next_id += len(ids_whole)
+        labels[c0:c1][own] = out[own]
     return labels
 
 
