@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.feature import peak_local_max
 from skimage.segmentation import watershed
 
 from segzoo.config import Postprocessing
@@ -104,14 +103,12 @@ def mask_to_instances(mask: np.ndarray, post: Postprocessing, strip_rows: int = 
         # Only components with two or more markers need a watershed; the others stay whole.
         component_of_marker = np.zeros(n_markers + 1, dtype=np.int32)
         component_of_marker[1:] = keys % (count + 1)
-        markers_per_component = np.bincount(component_of_marker[1:], minlength=count + 1)
-        kept = markers_per_component[component_of_marker] >= 2
-        kept[0] = False
+        multi = np.bincount(component_of_marker[1:], minlength=count + 1) >= 2
+        multi[0] = False
+        kept = multi[component_of_marker]  # markers that take part in a watershed
         renumber = np.zeros(n_markers + 1, dtype=np.int32)
         renumber[kept] = np.arange(next_id, next_id + int(kept.sum()), dtype=np.int32)
         next_id += int(kept.sum())
-        multi = markers_per_component >= 2
-        multi[0] = False
         flood = own & multi[region]
         out = np.zeros(region.shape, dtype=np.int32)
         if flood.any():

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segzoo.config import WEIGHTS_FILENAME, ModelConfig, atomic_write_text
+from segzoo.config import CONFIG_FILENAME, WEIGHTS_FILENAME, ModelConfig, atomic_write_text
 from segzoo.data.augment import AugmentConfig, PatchSampler
 from segzoo.data.monuseg import Sample, discover_samples, load_sample
 from segzoo.errors import SegzooError
@@ -230,7 +230,8 @@ def run(args: argparse.Namespace) -> Path:
 
 
 def _initial_model(args: argparse.Namespace, arch_kwargs: dict):
-    """(keras model, config) named by --init-from (a model folder or zoo name), or (None, None).
+    """(keras model, config) named by --init-from (a model folder or zoo name), or (None, None);
+    with --resume only the config (the weights come from the run's checkpoint).
 
     Refuses an --architecture or --arch-kwargs that disagree with the starting model."""
     if not args.init_from:
@@ -241,11 +242,13 @@ def _initial_model(args: argparse.Namespace, arch_kwargs: dict):
     if source.is_dir():
         folder = source
     else:
-        from segzoo.zoo import get_entry, resolve_zoo
+        from segzoo.zoo import resolve_zoo
 
-        get_entry(args.init_from)  # unknown names list the zoo
-        folder = resolve_zoo(args.init_from, runtime="keras")
-    model, config = load_model(folder)
+        folder = resolve_zoo(args.init_from, runtime="keras")  # unknown names list the zoo
+    if args.resume:  # the weights come from the run's checkpoint; only the config is needed
+        model, config = None, ModelConfig.load(folder / CONFIG_FILENAME)
+    else:
+        model, config = load_model(folder)
     if args.architecture and args.architecture != config.architecture:
         raise SegzooError(f"--init-from {args.init_from} is a {config.architecture!r} model, "
                           f"not {args.architecture!r}; drop -a or pick a matching model")
@@ -256,7 +259,7 @@ def _initial_model(args: argparse.Namespace, arch_kwargs: dict):
     if clash:
         raise SegzooError(f"--arch-kwargs {clash} disagree with --init-from {args.init_from} "
                           f"({config.architecture_kwargs}); fine-tuning keeps the architecture")
-    log.info("initialised from %s (%s, %d parameters)", folder, config.architecture, model.count_params())
+    log.info("initialised from %s (%s)", folder, config.architecture)
     return model, config
 
 
