@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
     p.add_argument("--warmup-steps", type=int, default=100)
     p.add_argument("--loss", default="bce_dice", help="bce_dice, bce, dice, focal, tversky, focal_tversky")
+    p.add_argument("--settings-from", default=None, metavar="MODEL",
+                   help="refit: take the decision threshold and post-processing from this validated model "
+                        "folder or zoo name instead of choosing them here (use with --val-fraction 0 to "
+                        "train on every tile with settings chosen on a validation split)")
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--val-stems", nargs="*", default=None, help="explicit validation tiles (stems)")
     p.add_argument("--val-tta", action="store_true", help="D4 test-time augmentation for validation")
@@ -180,6 +184,19 @@ def run(args: argparse.Namespace) -> Path:
         "loss": args.loss,
         "seed": args.seed,
     }
+    settings = _settings_model(args.settings_from)
+    if settings is not None:
+        config.postprocessing = settings.postprocessing
+        config.postprocessing.min_object_size = args.min_object_size
+        config.provenance["settings_from"] = {
+            "source": args.settings_from, "name": settings.name,
+            "command": settings.provenance.get("command"), "val_stems": settings.provenance.get("val_stems"),
+            "best_epoch": settings.provenance.get("best_epoch"),
+            **{k: settings.provenance[k] for k in ("threshold_selection", "postprocessing_selection")
+               if k in settings.provenance}}
+    elif not val_samples:
+        log.warning("no validation split and no --settings-from: threshold stays %.2f and post-processing "
+                    "at its defaults", config.postprocessing.threshold)
     if init_config is not None:
         config.provenance["init_from"] = {"source": args.init_from, "name": init_config.name,
                                           "command": init_config.provenance.get("command")}
@@ -224,9 +241,26 @@ def run(args: argparse.Namespace) -> Path:
 
     if not (out / WEIGHTS_FILENAME).is_file():
         raise SegzooError(f"{out}: training stopped before the first validation; no model written")
-    _choose_threshold(out, val_images, val_masks, args.val_tta)
-    tune_postprocessing(out, args.data)
+    if settings is None:
+        _choose_threshold(out, val_images, val_masks, args.val_tta)
+        tune_postprocessing(out, args.data)
     return out
+
+
+def _settings_model(source: str | None) -> ModelConfig | None:
+    """The config of the validated model named by --settings-from (a folder or zoo name)."""
+    if not source:
+        return None
+    folder = Path(source)
+    if not folder.is_dir():
+        from segzoo.zoo import resolve_zoo
+
+        folder = resolve_zoo(source, runtime="keras")  # unknown names list the zoo
+    config = ModelConfig.load(folder / CONFIG_FILENAME)
+    if "threshold_selection" not in config.provenance:
+        raise SegzooError(f"--settings-from {source}: its threshold was not chosen on a validation split "
+                          "(no threshold_selection in its provenance)")
+    return config
 
 
 def _initial_model(args: argparse.Namespace, arch_kwargs: dict):
@@ -380,7 +414,10 @@ class _Monitor(keras.callbacks.Callback):
         if improved:
             self.state["best_dice"] = float(val_dice) if self.val_images else -1.0
             self.config.provenance["best_epoch"] = epoch + 1
-            self.config.provenance["val_dice_at_0.5"] = round(float(val_dice), 5)
+            if self.val_images:
+                self.config.provenance["val_dice_at_0.5"] = round(float(val_dice), 5)
+            else:
+                self.config.provenance["selection"] = "last epoch (no validation split)"
             self.save_model(self.model, self.out, self.config, overwrite=True)
         lr = self.model.optimizer.learning_rate
         lr = float(np.asarray(lr.numpy() if hasattr(lr, "numpy") else lr))
