@@ -20,11 +20,13 @@ def create_model(name: str, **kwargs):
     return _create(name, **kwargs)
 
 
-def load(source, *, runtime: str = "auto", revision: str | None = None, cache_dir=None):
-    """A Predictor from a zoo name, 'hf://org/repo[@rev]' or a model folder (see segzoo.loading)."""
+def load(source, *, runtime: str = "auto", revision: str | None = None, cache_dir=None,
+         precision: str = "fp32"):
+    """A Predictor from a zoo name, 'hf://org/repo[@rev]' or a model folder (see segzoo.loading);
+    precision='int8' runs the int8 ONNX file on onnxruntime."""
     from segzoo.loading import load as _load
 
-    return _load(source, runtime=runtime, revision=revision, cache_dir=cache_dir)
+    return _load(source, runtime=runtime, revision=revision, cache_dir=cache_dir, precision=precision)
 
 
 def list_models() -> list[str]:

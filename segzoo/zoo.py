@@ -43,9 +43,11 @@ class ZooEntry:
     license: str = "cc-by-nc-sa-4.0"
     description: str = ""
 
-    def required_files(self, runtime: str) -> list[str]:
-        """Files a runtime needs: Keras needs config + weights; ONNX needs model.onnx."""
-        wanted = [CONFIG_FILENAME, WEIGHTS_FILENAME] if runtime == "keras" else ["model.onnx"]
+    def required_files(self, runtime: str, precision: str = "fp32") -> list[str]:
+        """Files a runtime needs: Keras needs config + weights; ONNX needs model.onnx
+        (model.int8.onnx for precision 'int8')."""
+        onnx_file = "model.int8.onnx" if precision == "int8" else "model.onnx"
+        wanted = [CONFIG_FILENAME, WEIGHTS_FILENAME] if runtime == "keras" else [onnx_file]
         return [f for f in wanted if f in self.files]
 
 
@@ -92,11 +94,11 @@ def bundled_folder(name: str) -> Path | None:
     return folder if (folder / CONFIG_FILENAME).is_file() else None
 
 
-def _bundled_verified(entry: ZooEntry, runtime: str) -> Path:
+def _bundled_verified(entry: ZooEntry, runtime: str, precision: str = "fp32") -> Path:
     folder = bundled_folder(entry.name)
     if folder is None:
         raise SegzooError(f"{entry.name}: no bundled copy in this segzoo installation")
-    for filename in entry.required_files(runtime):
+    for filename in entry.required_files(runtime, precision):
         if not (folder / filename).is_file():
             raise SegzooError(f"{entry.name}: bundled copy lacks {filename}")
         verify(folder / filename, entry.files[filename], f"{entry.name} (bundled)")
@@ -180,10 +182,10 @@ def download_files(repo_id: str, filenames: list[str], *, revision: str | None,
 
 
 def resolve_zoo(name: str, *, runtime: str = "keras", revision: str | None = None,
-                cache_dir: str | os.PathLike | None = None) -> Path:
+                cache_dir: str | os.PathLike | None = None, precision: str = "fp32") -> Path:
     """A local folder holding zoo model `name`'s verified files (Hub, else bundled)."""
     entry = get_entry(name)
-    files = entry.required_files(runtime)
+    files = entry.required_files(runtime, precision)
     if not files:
         raise SegzooError(f"{name}: the zoo has no files for runtime {runtime!r}")
     pinned = revision or entry.revision
@@ -199,7 +201,7 @@ def resolve_zoo(name: str, *, runtime: str = "keras", revision: str | None = Non
                   if kind == "missing" else
                   f"the Hub cannot be reached and nothing is cached ({type(err).__name__})")
     try:
-        folder = _bundled_verified(entry, runtime)
+        folder = _bundled_verified(entry, runtime, precision)
     except ChecksumError:
         raise
     except SegzooError:

@@ -139,6 +139,10 @@ def test_full_load_and_predict_by_zoo_name_and_hf_uri(hub, tmp_path):
         a = segzoo.load({NAME!r}, runtime="keras").predict(sample_image_path())
         b = segzoo.load("hf://{REPO}", runtime="keras").predict(sample_image_path())
         assert np.array_equal(a.prob, b.prob) and a.prob.shape == (512, 512)
+        c = segzoo.load({NAME!r}, precision="int8").predict(sample_image_path())
+        d = segzoo.load("hf://{REPO}", precision="int8").predict(sample_image_path())
+        assert np.array_equal(c.prob, d.prob) and not np.array_equal(a.prob, c.prob)
+        assert (c.mask == a.mask).mean() > 0.98, "int8 should segment like fp32"
         print("NUCLEI", a.num_nuclei)
     """
     result = client(code, endpoint=hub["endpoint"], cache=tmp_path / "cache")

@@ -115,3 +115,35 @@ def test_int8_quantization_keeps_metadata(tmp_path, monuseg_folder):
     assert config.architecture == "unet"
     prob = segzoo.load(tmp_path / "m.int8.onnx").predict(np.zeros((64, 64, 3), np.uint8)).prob
     assert prob.shape == (64, 64) and np.isfinite(prob).all()
+
+
+def test_precision_int8_loads_the_int8_file_of_a_folder(tmp_path, monuseg_folder):
+    from segzoo.export import export_onnx
+    from segzoo.quantize import quantize_int8
+
+    folder = _folder(tmp_path, "unet")
+    with pytest.raises(SegzooError, match="no model.int8.onnx"):
+        segzoo.load(folder, precision="int8")
+    export_onnx(folder, folder / "model.onnx")
+    quantize_int8(folder / "model.onnx", folder / "model.int8.onnx", monuseg_folder, patches=4)
+    image = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    fp32 = segzoo.load(folder, runtime="onnx").predict(image).prob
+    int8 = segzoo.load(folder, precision="int8").predict(image).prob
+    assert not np.array_equal(fp32, int8), "precision='int8' ran the fp32 file"
+    assert np.abs(int8 - fp32).mean() < 0.05  # the same (untrained, tiny) model, quantised
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"precision": "fp16"}, "valid precisions: fp32, int8"),
+    ({"precision": "int8", "runtime": "keras"}, "runs on onnxruntime"),
+])
+def test_bad_precision_is_refused(tmp_path, kwargs, match):
+    with pytest.raises(SegzooError, match=match):
+        segzoo.load(tmp_path, **kwargs)
+
+
+def test_zoo_models_load_in_int8_from_the_bundled_copy():
+    for name in segzoo.list_models():
+        predictor = segzoo.load(name, precision="int8")
+        assert predictor.runtime == "onnx"
+        assert predictor.predict(np.full((48, 48, 3), 200, np.uint8)).prob.shape == (48, 48)
