@@ -147,3 +147,36 @@ def test_zoo_models_load_in_int8_from_the_bundled_copy():
         predictor = segzoo.load(name, precision="int8")
         assert predictor.runtime == "onnx"
         assert predictor.predict(np.full((48, 48, 3), 200, np.uint8)).prob.shape == (48, 48)
+
+
+def _op_types(path) -> list[str]:
+    import onnx
+
+    return [n.op_type for n in onnx.load(str(path)).graph.node]
+
+
+def test_export_drops_the_noop_crop_after_stride_sized_up_convolutions(tmp_path):
+    from segzoo.export import export_onnx
+
+    folder = _folder(tmp_path, "unet")
+    export_onnx(folder, folder / "model.onnx")
+    ops = _op_types(folder / "model.onnx")
+    assert ops.count("ConvTranspose") == tiny_kwargs("unet").get("depth", 4) and "Pad" not in ops
+
+
+def test_export_keeps_the_crop_of_other_up_convolutions(tmp_path):
+    """kernel 3 / stride 2 'same': ONNX gives 2H+1 rows and tf2onnx's Slice crops one; it must stay."""
+    import keras
+
+    from segzoo.export import check_parity, keras_to_onnx
+    from segzoo.preprocessing import normalize
+
+    inputs = keras.Input((None, None, 3))
+    outputs = keras.layers.Conv2DTranspose(1, 3, strides=2, padding="same", activation="sigmoid")(inputs)
+    model = keras.Model(inputs, outputs)
+    config = default_config("unet", **tiny_kwargs("unet"))
+    proto = keras_to_onnx(model, config)
+    assert "Slice" in [n.op_type for n in proto.graph.node]
+    batch = normalize(np.random.default_rng(0).integers(0, 256, (1, 16, 24, 3), dtype=np.uint8),
+                      config.preprocessing)
+    assert check_parity(model, proto.SerializeToString(), [batch]) <= 1e-4
