@@ -43,6 +43,24 @@ def _init_text(prov: dict) -> str:
             f"then fine-tuned from that model (`--init-from`; `training_log.csv` is this stage):\n\n")
 
 
+def _split_text(prov: dict) -> str:
+    """How the validation split was used: checkpoint/threshold selection, or a separate
+    validation run whose settings a refit on every training tile reused."""
+    refit = prov.get("settings_from")
+    if not refit:
+        val = prov.get("val_stems", [])
+        return (f"A seeded split held out {len(val)} training tiles for validation (checkpoint and threshold\n"
+                f"selection): {', '.join(val)}.")
+    val = refit.get("val_stems") or []
+    return (f"Settings were chosen in a validation run that held out {len(val)} training tiles\n"
+            f"({', '.join(val)}): the recipe and schedule (best validation Dice at epoch\n"
+            f"{refit.get('best_epoch', '?')}), the decision threshold and the watershed distance. This model was then\n"
+            f"trained with the same recipe on all {len(prov.get('train_stems', []))} training tiles (`--val-fraction 0\n"
+            f"--settings-from`); with no validation tiles left, the last epoch is the model. The validation\n"
+            f"run's command:\n\n```\n{refit.get('command') or '(not recorded)'}\n```\n\n"
+            f"and its log is `training_log_validation.csv`.")
+
+
 def render(folder: Path) -> str:
     config = json.loads((folder / "config.json").read_text())
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -55,6 +73,9 @@ def render(folder: Path) -> str:
     micro, mean = metrics["micro"], metrics["mean"]
     minutes = float(log_rows[-1]["elapsed_min"]) if log_rows else float("nan")
     best_epoch = prov.get("best_epoch", "?")
+    n_train = len(prov.get("train_stems", [])) or "?"
+    selected = (f"The model is epoch {best_epoch} of {len(log_rows)}, the last" if prov.get("settings_from")
+                else f"Best validation\nDice at epoch {best_epoch} of {len(log_rows)}")
     patches_per_s = sorted(float(r["patches_per_s"]) for r in log_rows)[len(log_rows) // 2] if log_rows else 0
     fmt = lambda v: f"{v:.4f}"  # noqa: E731
     table = ("| Loss | Accuracy | Precision | Recall | F1/Dice | IoU | AJI | PQ |\n|---|---|---|---|---|---|---|---|\n"
@@ -119,7 +140,7 @@ overlay, CSV of per-nucleus measurements).
 - Research on H&E-stained histology at 40x (about 0.25 um/pixel), like MoNuSeg's TCGA tiles.
   Other stains, magnifications or scanners need validation or fine-tuning first.
 - **Not for diagnosis** or any clinical decision.
-- Trained on 24 tiles (about 24 megapixels) from 7 organs; expect lower accuracy on unseen
+- Trained on {n_train} tiles (about {n_train} megapixels) from 7 organs; expect lower accuracy on unseen
   organs and on dense, overlapping or out-of-focus nuclei. Touching nuclei are separated by
   post-processing only (the network predicts a single foreground map), so clusters can merge.
 
@@ -127,10 +148,8 @@ overlay, CSV of per-nucleus measurements).
 
 MoNuSeg 2018 training set (Kumar et al., IEEE TMI 2017 and 2020): 30 tiles of 1000x1000. Ground
 truth: the XML polygons where present (13 tiles), otherwise the released binary masks (17 tiles);
-pixel (row r, column c) is nucleus when the point (x=c, y=r) lies inside a polygon. A seeded split
-held out {len(prov.get('val_stems', []))} training tiles for validation (checkpoint and threshold
-selection): {', '.join(prov.get('val_stems', []))}. The test set was used only for the final numbers
-below.
+pixel (row r, column c) is nucleus when the point (x=c, y=r) lies inside a polygon. {_split_text(prov)}
+The test set was used only for the final numbers below.
 
 ## Training
 
@@ -139,8 +158,7 @@ below.
 ```
 
 Loss: {prov.get('loss', '?')}; AdamW with warm-up and cosine decay; random 256x256 patches with
-scale jitter, D4 flips/rotations, HED stain jitter and brightness/contrast jitter. Best validation
-Dice at epoch {best_epoch} of {len(log_rows)}; {minutes:.0f} minutes of training on
+scale jitter, D4 flips/rotations, HED stain jitter and brightness/contrast jitter. {selected}; {minutes:.0f} minutes of training on
 {prov.get('hardware', '2 CPU cores')} (median {patches_per_s:.1f} patches/s). The full log is `training_log.csv`.
 
 ## Evaluation

@@ -55,6 +55,11 @@ def main(argv=None) -> int:
         init["epochs"] = len(init_rows)
         init["training_minutes"] = float(init_rows[-1]["elapsed_min"]) if init_rows else None
         (dest / "training_log_init.csv").write_text(init_log)
+    refit = config.provenance.get("settings_from")
+    if refit and (Path(refit["source"]) / "training_log.csv").is_file():
+        # A refit on every tile: keep the log of the validation run that chose its settings.
+        validation_log = (Path(refit["source"]) / "training_log.csv").read_text()
+        (dest / "training_log_validation.csv").write_text(validation_log)
     config.save(dest / "config.json")
     shutil.copy2(args.run / "model.weights.h5", dest / "model.weights.h5")
     shutil.copy2(args.run / "training_log.csv", dest / "training_log.csv")
