@@ -82,6 +82,35 @@ def test_fine_tune_starts_from_the_given_model(trained, tmp_path, capsys):
     assert "unknown zoo model 'no-such-model'" in capsys.readouterr().err
 
 
+def test_refit_on_every_tile_takes_settings_from_the_validated_model(trained, tmp_path, capsys):
+    """--val-fraction 0 --settings-from: every tile trains, the last epoch is kept, and the
+    threshold and post-processing come from the validated run, not from defaults."""
+    import shutil
+
+    data, run = trained
+    validated = tmp_path / "validated"
+    shutil.copytree(run, validated)
+    _, chosen = load_model(validated)
+    chosen.postprocessing.threshold, chosen.postprocessing.watershed_min_distance = 0.45, 4
+    chosen.save(validated / "config.json")
+    out = tmp_path / "refit"
+    assert train_main(_train_args(data, out, "--val-fraction", "0", "--settings-from", str(validated))) == 0
+    _, config = load_model(out)
+    assert config.postprocessing.threshold == 0.45 and config.postprocessing.watershed_min_distance == 4
+    prov = config.provenance
+    assert prov["val_stems"] == [] and len(prov["train_stems"]) == 4
+    assert prov["best_epoch"] == 2 and prov["selection"].startswith("last epoch")
+    assert prov["settings_from"]["val_stems"] == chosen.provenance["val_stems"]
+    assert "threshold_selection" in prov["settings_from"] and "val_dice_at_0.5" not in prov
+    json.loads((out / "config.json").read_text(),  # strict JSON: no NaN from the missing validation
+               parse_constant=lambda c: pytest.fail(f"config.json holds {c}"))
+
+    unvalidated = tmp_path / "unvalidated"
+    assert train_main(_train_args(data, unvalidated, "--val-fraction", "0")) == 0
+    assert train_main(_train_args(data, tmp_path / "r2", "--settings-from", str(unvalidated))) == 2
+    assert "not chosen on a validation split" in capsys.readouterr().err
+
+
 def test_overwrite_and_time_budget(trained, tmp_path):
     data, _ = trained
     out = tmp_path / "budget"
