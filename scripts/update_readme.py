@@ -25,12 +25,12 @@ def results_table() -> str:
         for row in data["tile"]:
             bench.setdefault(row["model"], {})[row["runtime"]] = row["median_ms"]
     lines = ["| Model | Loss | Accuracy | Precision | Recall | F1/Dice | IoU | AJI | PQ | params | "
-             "CPU ms / 1000x1000 (Keras / ONNX) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "CPU ms / 1000x1000 (Keras / ONNX fp32 / int8) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for folder in sorted(p for p in (ROOT / "model_cards").iterdir() if (p / "metrics.json").is_file()):
         m = json.loads((folder / "metrics.json").read_text())
         micro, mean = m["micro"], m["mean"]
         times = bench.get(folder.name, {})
-        ms = " / ".join(f"{times[k]:.0f}" if k in times else "-" for k in ("keras", "onnx-fp32"))
+        ms = " / ".join(f"{times[k]:.0f}" if k in times else "-" for k in ("keras", "onnx-fp32", "onnx-int8"))
         lines.append(f"| {folder.name} | {mean['loss']:.4f} | {micro['accuracy']:.4f} | {micro['precision']:.4f} | "
                      f"{micro['recall']:.4f} | {micro['dice']:.4f} | {micro['iou']:.4f} | "
                      f"{mean.get('aji', float('nan')):.4f} | {mean.get('pq', float('nan')):.4f} | "
