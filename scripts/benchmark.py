@@ -64,7 +64,8 @@ def child(args) -> None:
         result.update(size=args.large, wall_s=wall, mp_per_s=image.shape[0] * image.shape[1] / 1e6 / wall,
                       nuclei=out.num_nuclei)
     else:
-        shape = read_image(args.image).shape
+        rgb = read_image(args.image)
+        shape = rgb.shape
         for _ in range(args.warmup):
             predictor.predict(args.image)
         times = []
@@ -78,7 +79,7 @@ def child(args) -> None:
         from segzoo.preprocessing import normalize, pad_to_multiple
 
         prep = predictor.config.preprocessing
-        batch = pad_to_multiple(normalize(read_image(args.image), prep), prep.pad_to_stride, prep.pad_mode)[0][None]
+        batch = pad_to_multiple(normalize(rgb, prep), prep.pad_to_stride, prep.pad_mode)[0][None]
         forward = []
         for _ in range(args.repeats):
             start = time.perf_counter()

@@ -47,19 +47,14 @@ def main(argv=None) -> int:
     config.inference = Inference()  # the current tiling defaults: a MoNuSeg tile in one pass
     if args.hardware:
         config.provenance["hardware"] = args.hardware
-    init = config.provenance.get("init_from")
-    if init and (Path(init["source"]) / "training_log.csv").is_file():
-        # A fine-tune: keep the log of the stage it started from (read before dest is replaced).
-        init_log = (Path(init["source"]) / "training_log.csv").read_text()
+    # Keep the logs of the runs this one built on (read before dest is replaced): the stage a
+    # fine-tune started from, and the validation run whose settings a refit reused.
+    init_log = _keep_log(config.provenance.get("init_from"), dest / "training_log_init.csv")
+    if init_log is not None:
         init_rows = list(csv.DictReader(io.StringIO(init_log)))
-        init["epochs"] = len(init_rows)
-        init["training_minutes"] = float(init_rows[-1]["elapsed_min"]) if init_rows else None
-        (dest / "training_log_init.csv").write_text(init_log)
-    refit = config.provenance.get("settings_from")
-    if refit and (Path(refit["source"]) / "training_log.csv").is_file():
-        # A refit on every tile: keep the log of the validation run that chose its settings.
-        validation_log = (Path(refit["source"]) / "training_log.csv").read_text()
-        (dest / "training_log_validation.csv").write_text(validation_log)
+        config.provenance["init_from"]["epochs"] = len(init_rows)
+        config.provenance["init_from"]["training_minutes"] = float(init_rows[-1]["elapsed_min"]) if init_rows else None
+    _keep_log(config.provenance.get("settings_from"), dest / "training_log_validation.csv")
     config.save(dest / "config.json")
     shutil.copy2(args.run / "model.weights.h5", dest / "model.weights.h5")
     shutil.copy2(args.run / "training_log.csv", dest / "training_log.csv")
@@ -98,6 +93,16 @@ def main(argv=None) -> int:
     registry_path.write_text(json.dumps(registry, indent=2) + "\n")
     print(f"released {dest}")
     return 0
+
+
+def _keep_log(stage: dict | None, target: Path) -> str | None:
+    """Copy the training_log.csv of the run named by a provenance entry to `target`; its text."""
+    source = Path(stage["source"]) / "training_log.csv" if stage else None
+    if source is None or not source.is_file():
+        return None
+    text = source.read_text()
+    target.write_text(text)
+    return text
 
 
 def _first_tile(folder: Path):

@@ -22,6 +22,7 @@ from segzoo.errors import ConfigError
 SCHEMA_VERSION = 1
 CONFIG_FILENAME = "config.json"
 WEIGHTS_FILENAME = "model.weights.h5"
+ONNX_FILENAMES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}  # by precision
 
 
 @dataclass

@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from segzoo.config import CONFIG_FILENAME, WEIGHTS_FILENAME
+from segzoo.config import CONFIG_FILENAME, ONNX_FILENAMES, WEIGHTS_FILENAME
 from segzoo.errors import SegzooError
 from segzoo.predictor import Predictor
 
 RUNTIMES = ("auto", "keras", "onnx")
-PRECISIONS = ("fp32", "int8")
-ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+PRECISIONS = tuple(ONNX_FILENAMES)
 
 
 def _check_precision(precision: str, runtime: str) -> None:
@@ -41,7 +40,7 @@ def predictor_from_folder(folder: Path, runtime: str, precision: str = "fp32") -
     if runtime == "onnx":
         from segzoo.onnx_runtime import OnnxPredictorFactory
 
-        filename = ONNX_FILES[precision]
+        filename = ONNX_FILENAMES[precision]
         if not (folder / filename).is_file():
             hint = ("create it with `segzoo export --quantize int8` or use precision 'fp32'" if precision == "int8"
                     else "create it with `segzoo export` or use --runtime keras")
@@ -80,7 +79,7 @@ def load(source: str | os.PathLike, *, runtime: str = "auto", revision: str | No
         repo_id, uri_revision = zoo.parse_hf_uri(text)
         rev = revision or uri_revision
         choice = _pick_runtime(runtime, has_onnx=False) if runtime != "onnx" else "onnx"
-        files = [CONFIG_FILENAME, WEIGHTS_FILENAME] if choice == "keras" else [ONNX_FILES[precision]]
+        files = [CONFIG_FILENAME, WEIGHTS_FILENAME] if choice == "keras" else [ONNX_FILENAMES[precision]]
         try:
             folder = zoo.download_files(repo_id, files, revision=rev, cache_dir=cache_dir)
         except Exception as err:
@@ -108,8 +107,8 @@ def load(source: str | os.PathLike, *, runtime: str = "auto", revision: str | No
     if path.exists() or os.sep in text or text.startswith("."):
         raise SegzooError(f"{text}: not a model folder, an .onnx file, a zoo name or an hf:// URI")
     entry = zoo.get_entry(text)
-    choice = _pick_runtime(runtime, has_onnx="model.onnx" in entry.files)
-    if precision == "int8" and ONNX_FILES["int8"] not in entry.files:
+    choice = _pick_runtime(runtime, has_onnx=ONNX_FILENAMES["fp32"] in entry.files)
+    if precision == "int8" and ONNX_FILENAMES["int8"] not in entry.files:
         raise SegzooError(f"{text}: the zoo has no int8 file for this model (its int8 copy did not keep "
                           "test Dice within 0.005 of fp32); use precision 'fp32'")
     folder = zoo.resolve_zoo(text, runtime=choice, revision=revision, cache_dir=cache_dir, precision=precision)

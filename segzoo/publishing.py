@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from segzoo.config import CONFIG_FILENAME, WEIGHTS_FILENAME, ModelConfig, atomic_write_text
+from segzoo.config import CONFIG_FILENAME, ONNX_FILENAMES, WEIGHTS_FILENAME, ModelConfig, atomic_write_text
 from segzoo.errors import SegzooError
 from segzoo.zoo import REGISTRY_FILE, sha256_of
 
@@ -109,7 +109,7 @@ def update_registry(name: str, result: dict, registry_path: Path | None = None) 
         if result.get("folder") else {}
     entry.update(repo_id=result["repo_id"], revision=result["revision"],
                  files={k: v for k, v in result["files"].items() if k in (CONFIG_FILENAME, WEIGHTS_FILENAME,
-                                                                           "model.onnx", "model.int8.onnx")})
+                                                                           *ONNX_FILENAMES.values())})
     if config:
         entry.setdefault("architecture", config.get("architecture", ""))
     data["models"][name] = entry

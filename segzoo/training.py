@@ -173,6 +173,9 @@ def run(args: argparse.Namespace) -> Path:
     if init_config is not None:  # the weights expect the input normalisation they were trained with
         config.preprocessing = init_config.preprocessing
         config.postprocessing = init_config.postprocessing
+    settings = _settings_model(args.settings_from)
+    if settings is not None:  # threshold and post-processing chosen by a validated run
+        config.postprocessing = settings.postprocessing
     config.name = args.name
     config.postprocessing.min_object_size = args.min_object_size
     config.provenance = {
@@ -184,10 +187,7 @@ def run(args: argparse.Namespace) -> Path:
         "loss": args.loss,
         "seed": args.seed,
     }
-    settings = _settings_model(args.settings_from)
     if settings is not None:
-        config.postprocessing = settings.postprocessing
-        config.postprocessing.min_object_size = args.min_object_size
         config.provenance["settings_from"] = {
             "source": args.settings_from, "name": settings.name,
             "command": settings.provenance.get("command"), "val_stems": settings.provenance.get("val_stems"),
@@ -247,16 +247,21 @@ def run(args: argparse.Namespace) -> Path:
     return out
 
 
+def _model_folder(source: str) -> Path:
+    """A model folder, or the verified folder of a zoo name (unknown names list the zoo)."""
+    folder = Path(source)
+    if folder.is_dir():
+        return folder
+    from segzoo.zoo import resolve_zoo
+
+    return resolve_zoo(source, runtime="keras")
+
+
 def _settings_model(source: str | None) -> ModelConfig | None:
     """The config of the validated model named by --settings-from (a folder or zoo name)."""
     if not source:
         return None
-    folder = Path(source)
-    if not folder.is_dir():
-        from segzoo.zoo import resolve_zoo
-
-        folder = resolve_zoo(source, runtime="keras")  # unknown names list the zoo
-    config = ModelConfig.load(folder / CONFIG_FILENAME)
+    config = ModelConfig.load(_model_folder(source) / CONFIG_FILENAME)
     if "threshold_selection" not in config.provenance:
         raise SegzooError(f"--settings-from {source}: its threshold was not chosen on a validation split "
                           "(no threshold_selection in its provenance)")
@@ -272,13 +277,7 @@ def _initial_model(args: argparse.Namespace, arch_kwargs: dict):
         return None, None
     from segzoo.model_io import load_model
 
-    source = Path(args.init_from)
-    if source.is_dir():
-        folder = source
-    else:
-        from segzoo.zoo import resolve_zoo
-
-        folder = resolve_zoo(args.init_from, runtime="keras")  # unknown names list the zoo
+    folder = _model_folder(args.init_from)
     if args.resume:  # the weights come from the run's checkpoint; only the config is needed
         model, config = None, ModelConfig.load(folder / CONFIG_FILENAME)
     else:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from segzoo.config import CONFIG_FILENAME, WEIGHTS_FILENAME
+from segzoo.config import CONFIG_FILENAME, ONNX_FILENAMES, WEIGHTS_FILENAME
 from segzoo.errors import SegzooError, UnknownNameError
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,9 @@ class ZooEntry:
     description: str = ""
 
     def required_files(self, runtime: str, precision: str = "fp32") -> list[str]:
-        """Files a runtime needs: Keras needs config + weights; ONNX needs model.onnx
-        (model.int8.onnx for precision 'int8')."""
-        onnx_file = "model.int8.onnx" if precision == "int8" else "model.onnx"
-        wanted = [CONFIG_FILENAME, WEIGHTS_FILENAME] if runtime == "keras" else [onnx_file]
+        """Files a runtime needs: Keras needs config + weights; ONNX needs the ONNX file of
+        `precision` (model.onnx, model.int8.onnx)."""
+        wanted = [CONFIG_FILENAME, WEIGHTS_FILENAME] if runtime == "keras" else [ONNX_FILENAMES[precision]]
         return [f for f in wanted if f in self.files]
 
 
