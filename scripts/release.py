@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Turn a training run into a zoo folder model_cards/<name>/ (the exact Hub repo content):
-config + weights + training log, test evaluation (metrics.json, metrics.md, figure.png),
+config + weights + training log, test evaluation (metrics.json, metrics.md, figure.png;
+metrics_tta.json/.md with D4 test-time augmentation),
 ONNX export (parity-checked), int8 ONNX when its test Dice is within 0.005 of fp32,
 the model card, and the zoo registry pins (sha256 of each file).
 
@@ -61,6 +62,7 @@ def main(argv=None) -> int:
 
     run = lambda *cmd: subprocess.run([sys.executable, *map(str, cmd)], check=True)  # noqa: E731
     run(ROOT / "scripts" / "evaluate.py", dest, "--data", args.data / "test", "--figure", "3")
+    run(ROOT / "scripts" / "evaluate.py", dest, "--data", args.data / "test", "--tta")  # metrics_tta.json
     export_onnx(dest, dest / "model.onnx", overwrite=True,
                 real_image=_first_tile(args.data / "test"))
     fp32 = json.loads((dest / "metrics.json").read_text())["micro"]["dice"]

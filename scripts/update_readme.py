@@ -24,16 +24,21 @@ def results_table() -> str:
         data = json.loads((ROOT / "benchmark.json").read_text())
         for row in data["tile"]:
             bench.setdefault(row["model"], {})[row["runtime"]] = row["median_ms"]
-    lines = ["| Model | Loss | Accuracy | Precision | Recall | F1/Dice | IoU | AJI | PQ | params | "
-             "CPU ms / 1000x1000 (Keras / ONNX fp32 / int8) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| Model | Loss | Accuracy | Precision | Recall | F1/Dice | IoU | AJI | PQ | "
+             "F1/Dice / AJI with TTA | params | CPU ms / 1000x1000 (Keras / ONNX fp32 / int8) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for folder in sorted(p for p in (ROOT / "model_cards").iterdir() if (p / "metrics.json").is_file()):
         m = json.loads((folder / "metrics.json").read_text())
         micro, mean = m["micro"], m["mean"]
         times = bench.get(folder.name, {})
         ms = " / ".join(f"{times[k]:.0f}" if k in times else "-" for k in ("keras", "onnx-fp32", "onnx-int8"))
+        tta = "-"
+        if (folder / "metrics_tta.json").is_file():
+            t = json.loads((folder / "metrics_tta.json").read_text())
+            tta = f"{t['micro']['dice']:.4f} / {t['mean'].get('aji', float('nan')):.4f}"
         lines.append(f"| {folder.name} | {mean['loss']:.4f} | {micro['accuracy']:.4f} | {micro['precision']:.4f} | "
                      f"{micro['recall']:.4f} | {micro['dice']:.4f} | {micro['iou']:.4f} | "
-                     f"{mean.get('aji', float('nan')):.4f} | {mean.get('pq', float('nan')):.4f} | "
+                     f"{mean.get('aji', float('nan')):.4f} | {mean.get('pq', float('nan')):.4f} | {tta} | "
                      f"{m.get('params', 0) / 1e6:.2f}M | {ms} |")
     return "\n".join(lines)
 

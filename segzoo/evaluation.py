@@ -81,6 +81,11 @@ def evaluate(run_batch: BatchRunner, config: ModelConfig, data: str | Path, *, t
     return metrics, figures
 
 
+def metrics_stem(tta: bool) -> str:
+    """File stem for a model folder's metrics: the default predictor's, or with D4 TTA beside it."""
+    return "metrics_tta" if tta else "metrics"
+
+
 def markdown_table(metrics: dict, name: str) -> str:
     m, a = metrics["micro"], metrics["mean"]
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
@@ -128,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model folder (config.json + model.weights.h5)")
     p.add_argument("--data", required=True, help="data folder, e.g. ../shared/monuseg/test")
     p.add_argument("--out", default=None, help="folder for metrics.json/metrics.md (default: the model folder)")
-    p.add_argument("--tta", action="store_true", help="D4 test-time augmentation (8 passes)")
+    p.add_argument("--tta", action="store_true",
+                   help="D4 test-time augmentation (8 passes); writes metrics_tta.json/.md instead")
     p.add_argument("--figure", type=int, default=0, metavar="N",
                    help="write figure.png with the first N images")
     p.add_argument("--name", default=None, help="model name in the table (default: config name)")
@@ -150,14 +156,15 @@ def main(argv: list[str] | None = None) -> int:
         metrics["params"] = int(model.count_params())
         out = Path(args.out or args.model)
         name = args.name or metrics["model"]
-        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        stem = metrics_stem(args.tta)
+        atomic_write_text(out / f"{stem}.json", json.dumps(metrics, indent=2) + "\n")
         table = markdown_table(metrics, name)
-        atomic_write_text(out / "metrics.md", table)
+        atomic_write_text(out / f"{stem}.md", table)
         if figures:
             render_figure(figures, out / "figure.png")
     except SegzooError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(table)
-    print(f"wrote {out / 'metrics.json'} and {out / 'metrics.md'} in {time.monotonic() - started:.0f} s")
+    print(f"wrote {out / (stem + '.json')} and {out / (stem + '.md')} in {time.monotonic() - started:.0f} s")
     return 0

@@ -47,7 +47,12 @@ def probabilities_to_mask(prob: np.ndarray, post: Postprocessing) -> np.ndarray:
     return mask
 
 
-def mask_to_instances(mask: np.ndarray, post: Postprocessing, strip_rows: int = 256) -> np.ndarray:
+STRIP_PIXELS = 1 << 22
+"""Pixels per row strip in mask_to_instances (about 4 Mpx: a 1000x1000 tile is one strip,
+so no context rows are computed twice; a 10000-pixel-wide image gets 419-row strips)."""
+
+
+def mask_to_instances(mask: np.ndarray, post: Postprocessing, strip_rows: int | None = None) -> np.ndarray:
     """int32 instance labels: connected components, each split by a watershed on the
     (smoothed) distance transform, with one marker per local maximum of that distance
     (a (2*watershed_min_distance+1)-pixel window; a flat top is one marker). Components
@@ -55,8 +60,8 @@ def mask_to_instances(mask: np.ndarray, post: Postprocessing, strip_rows: int = 
     their own, stay whole.
 
     Works on row strips holding the components that start in them (plus context rows), so
-    memory grows with the strip (strip_rows x width, plus the tallest component), not with
-    the image, and the per-pixel work is vectorised over all components of a strip at once;
+    memory grows with the strip (strip_rows x width, plus the tallest component; by default
+    STRIP_PIXELS, at least 256 rows), not with the image, and the per-pixel work is vectorised over all components of a strip at once;
     the strips give the same markers as one whole-image pass (the watershed may break ties
     on a split line differently)."""
     mask = np.asarray(mask, dtype=bool)
@@ -71,6 +76,8 @@ def mask_to_instances(mask: np.ndarray, post: Postprocessing, strip_rows: int = 
     splittable = label_sizes(components, count) >= 4 * min_distance * min_distance
     splittable[0] = False
     labels = np.zeros_like(components)
+    if strip_rows is None:
+        strip_rows = max(256, STRIP_PIXELS // max(mask.shape[1], 1))
     next_id = 1
     halo = 64 + min_distance  # > any nucleus radius + the smoothing and maximum windows
     for y0 in range(0, mask.shape[0], strip_rows):

@@ -57,20 +57,30 @@ def test_train_and_evaluate_end_to_end_through_scripts(real_monuseg, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["n_images"] == 2 and metrics["n_images_with_instances"] == 2
     assert 0.0 < metrics["micro"]["dice"] <= 1.0
+    with_tta = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "evaluate.py"), str(run), "--data", str(test_subset), "--tta"],
+        capture_output=True, text=True)
+    assert with_tta.returncode == 0, with_tta.stderr[-3000:]
+    assert json.loads((run / "metrics_tta.json").read_text())["tta"] is True
+    assert json.loads((run / "metrics.json").read_text()) == metrics  # the default metrics are kept
 
 
 CARDS = sorted(p for p in (ROOT / "model_cards").iterdir() if (p / "metrics.json").is_file()) \
     if (ROOT / "model_cards").is_dir() else []
+METRIC_FILES = [(folder, name) for folder in CARDS for name in ("metrics.json", "metrics_tta.json")
+                if (folder / name).is_file()]
 
 
-@pytest.mark.parametrize("folder", CARDS, ids=[p.name for p in CARDS])
-def test_committed_metrics_are_reproduced(real_monuseg, folder):
-    """Re-evaluating each zoo folder on the test set reproduces its metrics.json to 1e-4."""
-    from segzoo.evaluation import evaluate
+@pytest.mark.parametrize("folder,name", METRIC_FILES, ids=[f"{f.name}/{n}" for f, n in METRIC_FILES])
+def test_committed_metrics_are_reproduced(real_monuseg, folder, name):
+    """Re-evaluating each zoo folder on the test set reproduces its metrics.json (and
+    metrics_tta.json, with D4 test-time augmentation) to 1e-4."""
+    from segzoo.evaluation import evaluate, metrics_stem
     from segzoo.inference import keras_runner
     from segzoo.model_io import load_model
 
-    committed = json.loads((folder / "metrics.json").read_text())
+    committed = json.loads((folder / name).read_text())
+    assert name == metrics_stem(committed["tta"]) + ".json"
     model, config = load_model(folder)
     metrics, _ = evaluate(keras_runner(model), config, real_monuseg / "test", tta=committed["tta"])
     for aggregate in ("micro", "mean"):
