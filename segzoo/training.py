@@ -200,6 +200,12 @@ def run(args: argparse.Namespace) -> Path:
     if init_config is not None:
         config.provenance["init_from"] = {"source": args.init_from, "name": init_config.name,
                                           "command": init_config.provenance.get("command")}
+    if args.resume and (out / "config.json").is_file():
+        # The command that reproduces the run is the one that started it; resumes are listed.
+        started = ModelConfig.load(out).provenance
+        this_command = config.provenance["command"]
+        config.provenance["command"] = started.get("command", this_command)
+        config.provenance["resumed_with"] = [*started.get("resumed_with", []), this_command]
 
     state = {"epoch": 0, "best_dice": -1.0, "elapsed_s": 0.0}
     ckpt = out / CHECKPOINT_DIR / "last.keras"

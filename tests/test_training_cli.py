@@ -56,6 +56,9 @@ def test_refuses_non_empty_run_folder_then_resumes(trained, capsys):
     assert train_main(_train_args(data, out, "--epochs", "3", "--resume")) == 0
     rows = list(csv.DictReader(open(out / "training_log.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    provenance = load_model(out)[1].provenance  # the command that started the run; resumes listed
+    assert "--resume" not in provenance["command"] and "--epochs 2" in provenance["command"]
+    assert len(provenance["resumed_with"]) == 1 and "--resume" in provenance["resumed_with"][0]
 
 
 def test_fine_tune_starts_from_the_given_model(trained, tmp_path, capsys):
