@@ -101,6 +101,8 @@ def _keep_log(stage: dict | None, target: Path) -> str | None:
     """Copy the training_log.csv of the run named by a provenance entry to `target`; its text."""
     source = Path(stage["source"]) / "training_log.csv" if stage else None
     if source is None or not source.is_file():
+        if stage is None:
+            target.unlink(missing_ok=True)  # a stale log of an earlier release of this name
         return None
     text = source.read_text()
     target.write_text(text)
