@@ -10,6 +10,7 @@ The inference path never imports this module.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
@@ -80,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
     p.add_argument("--warmup-steps", type=int, default=100)
+    p.add_argument("--ema-momentum", type=float, default=None, metavar="M",
+                   help="keep an exponential moving average of the weights (Polyak averaging, e.g. 0.999); "
+                        "validation and the saved model use the average, the resume checkpoint keeps both")
     p.add_argument("--loss", default="bce_dice", help="bce_dice, bce, dice, focal, tversky, focal_tversky")
     p.add_argument("--settings-from", default=None, metavar="MODEL",
                    help="refit: take the decision threshold and post-processing from this validated model "
@@ -187,6 +191,8 @@ def run(args: argparse.Namespace) -> Path:
         "loss": args.loss,
         "seed": args.seed,
     }
+    if args.ema_momentum is not None:
+        config.provenance["ema_momentum"] = args.ema_momentum
     if settings is not None:
         config.provenance["settings_from"] = {
             "source": args.settings_from, "name": settings.name,
@@ -228,7 +234,8 @@ def run(args: argparse.Namespace) -> Path:
                 alpha=0.01)
         else:
             lr = args.lr
-        model.compile(optimizer=keras.optimizers.AdamW(learning_rate=lr, weight_decay=args.weight_decay),
+        ema = {} if args.ema_momentum is None else {"use_ema": True, "ema_momentum": args.ema_momentum}
+        model.compile(optimizer=keras.optimizers.AdamW(learning_rate=lr, weight_decay=args.weight_decay, **ema),
                       loss=loss_fn)
     log.info("model %s: %d parameters; devices: %s", args.architecture, model.count_params(), _devices())
 
@@ -369,6 +376,28 @@ def _choose_threshold(out: Path, val_images, val_masks, tta: bool) -> None:
 import keras  # noqa: E402  (training always has Keras; imported late to keep module docs first)
 
 
+@contextlib.contextmanager
+def averaged_weights(model):
+    """Inside the block the model holds its optimizer's moving average of the trainable
+    weights (when the optimizer keeps one, `use_ema=True`); the live weights come back after."""
+    from keras import ops
+
+    optimizer = model.optimizer
+    if not getattr(optimizer, "use_ema", False) or not getattr(optimizer, "_model_variables_moving_average", None):
+        yield
+        return
+    pairs = [(var, avg) for var, avg in zip(optimizer._trainable_variables,
+                                            optimizer._model_variables_moving_average) if avg is not None]
+    live = [ops.convert_to_numpy(var) for var, _ in pairs]
+    for var, avg in pairs:
+        var.assign(avg)
+    try:
+        yield
+    finally:
+        for (var, _), value in zip(pairs, live):
+            var.assign(value)
+
+
 class _Monitor(keras.callbacks.Callback):
     """Validation Dice, best-checkpoint, CSV log, resume state, wall-clock budget, progress."""
 
@@ -409,13 +438,21 @@ class _Monitor(keras.callbacks.Callback):
         train_s = time.monotonic() - self.epoch_start
         patches_per_s = self.args.steps_per_epoch * self.args.batch_size / train_s
         t0 = time.monotonic()
+        with averaged_weights(self.model):
+            self._validate_and_save(epoch)
+        val_s = time.monotonic() - t0
+        self._checkpoint(epoch, logs, train_s, val_s, patches_per_s)
+
+    def _validate_and_save(self, epoch: int) -> None:
+        """Validation Dice at 0.5; the model folder is rewritten when it improved (or always
+        without a validation split)."""
         if self.val_images:
             probs = _predict_probs(self.model, self.config, self.val_images, False)
             val_dice = dice_at(probs, self.val_masks, 0.5)
         else:
             val_dice = float("nan")
-        val_s = time.monotonic() - t0
         improved = not self.val_images or val_dice > self.state["best_dice"]
+        self.last_val = (val_dice, improved)
         if improved:
             self.state["best_dice"] = float(val_dice) if self.val_images else -1.0
             self.config.provenance["best_epoch"] = epoch + 1
@@ -424,6 +461,10 @@ class _Monitor(keras.callbacks.Callback):
             else:
                 self.config.provenance["selection"] = "last epoch (no validation split)"
             self.save_model(self.model, self.out, self.config, overwrite=True)
+
+    def _checkpoint(self, epoch: int, logs, train_s: float, val_s: float, patches_per_s: float) -> None:
+        """CSV row, resume checkpoint (live weights and optimizer state), state file, time budget."""
+        val_dice, improved = self.last_val
         lr = self.model.optimizer.learning_rate
         lr = float(np.asarray(lr.numpy() if hasattr(lr, "numpy") else lr))
         row = {"epoch": epoch + 1, "loss": round(float((logs or {}).get("loss", math.nan)), 6),

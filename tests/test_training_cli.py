@@ -13,7 +13,7 @@ from PIL import Image
 from segzoo.cli import main as cli_main
 from segzoo.model_io import load_model
 from segzoo.training import main as train_main
-from segzoo.training import split_train_val
+from segzoo.training import CHECKPOINT_DIR, split_train_val
 from segzoo.data.monuseg import discover_samples
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,3 +169,24 @@ def test_cli_predict_with_bad_file_continues(trained, tmp_path, capsys):
 def test_cli_unknown_command_and_help(capsys):
     assert cli_main(["frobnicate"]) == 2
     assert cli_main([]) == 0
+
+
+def test_weight_averaging_saves_the_average_and_resumes_with_live_weights(trained, tmp_path):
+    import keras
+
+    data, _ = trained
+    out = tmp_path / "ema"
+    assert train_main(_train_args(data, out, "--val-fraction", "0", "--ema-momentum", "0.5")) == 0
+    saved, config = load_model(out)
+    assert config.provenance["ema_momentum"] == 0.5
+    checkpoint = keras.saving.load_model(out / CHECKPOINT_DIR / "last.keras")
+    optimizer = checkpoint.optimizer
+    assert optimizer.use_ema
+    averages = {var.path: np.asarray(avg) for var, avg in
+                zip(optimizer._trainable_variables, optimizer._model_variables_moving_average)}
+    live = {w.path: np.asarray(w) for w in checkpoint.trainable_weights}
+    folder = {w.path: np.asarray(w) for w in saved.trainable_weights}
+    assert folder.keys() == averages.keys()
+    for path, value in folder.items():  # the model folder holds the average, the checkpoint the live weights
+        np.testing.assert_allclose(value, averages[path], rtol=0, atol=1e-7)
+    assert any(not np.allclose(live[p], averages[p]) for p in live)
