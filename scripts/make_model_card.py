@@ -43,6 +43,15 @@ def _init_text(prov: dict) -> str:
             f"then fine-tuned from that model (`--init-from`; `training_log.csv` is this stage):\n\n")
 
 
+def _averaging_text(prov: dict) -> str:
+    """The weight averaging (`--ema-momentum`), when the run used it."""
+    momentum = prov.get("ema_momentum")
+    if momentum is None:
+        return ""
+    return (f"; the saved weights are an exponential moving average of the training weights (momentum\n"
+            f"{momentum}, about the last {1 / (1 - momentum):.0f} steps), which smooths the epoch-to-epoch noise of the last epochs")
+
+
 def _split_text(prov: dict) -> str:
     """How the validation split was used: checkpoint/threshold selection, or a separate
     validation run whose settings a refit on every training tile reused."""
@@ -169,7 +178,7 @@ The test set was used only for the final numbers below.
 {prov.get('command', '(command not recorded)')}
 ```
 
-Loss: {prov.get('loss', '?')}; AdamW with warm-up and cosine decay; random 256x256 patches with
+Loss: {prov.get('loss', '?')}; AdamW with warm-up and cosine decay{_averaging_text(prov)}; random 256x256 patches with
 scale jitter, D4 flips/rotations, HED stain jitter and brightness/contrast jitter. {selected}; {minutes:.0f} minutes of training on
 {prov.get('hardware', '2 CPU cores')} (median {patches_per_s:.1f} patches/s). The full log is `training_log.csv`.
 
