@@ -11,7 +11,11 @@ def normalize(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
     """uint8 RGB (..., H, W, C) -> float32 (x * scale - mean) / std."""
     mean = np.asarray(prep.mean, dtype=np.float32)
     std = np.asarray(prep.std, dtype=np.float32)
-    return ((image.astype(np.float32) * np.float32(prep.scale)) - mean) / std
+    out = image.astype(np.float32)  # then in place: the same arithmetic without temporaries
+    out *= np.float32(prep.scale)
+    out -= mean
+    out /= std
+    return out
 
 
 def pad_to_multiple(image: np.ndarray, stride: int, mode: str = "reflect") -> tuple[np.ndarray, tuple[int, int]]:
