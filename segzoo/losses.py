@@ -1,7 +1,7 @@
 """Training losses on probabilities (the models end in sigmoid/softmax), keras.ops only.
 
 Selectable by name with get_loss(): "bce_dice" (default), "bce", "dice",
-"focal", "tversky", "focal_tversky".
+"focal", "tversky", "focal_tversky", "lovasz" and "bce_lovasz".
 """
 
 from __future__ import annotations
@@ -52,6 +52,35 @@ def tversky_loss(y_true, y_pred, alpha: float = 0.3, beta: float = 0.7, smooth: 
 
 
 @keras.saving.register_keras_serializable(package="segzoo")
+def lovasz_hinge_loss(y_true, y_pred):
+    """Binary Lovasz hinge (Berman, Rannen Triki, Blaschko, CVPR 2018): the tight convex
+    surrogate of 1 - IoU of the nucleus class, per image, then averaged. IoU is a set measure,
+    so unlike per-pixel losses it weighs a pixel by how much it changes the image's overlap.
+    Works on the logits recovered from the sigmoid probabilities (binary models only)."""
+    y_true, y_pred = _flat(y_true, y_pred)
+    if y_pred.shape[-1] not in (None, 1):
+        raise ValueError(f"the Lovasz hinge loss is binary; got {y_pred.shape[-1]} output channels")
+    n = ops.shape(y_pred)[0]
+    labels = ops.reshape(y_true, (n, -1))
+    logits = ops.reshape(ops.log(y_pred) - ops.log(1.0 - y_pred), (n, -1))
+    errors = 1.0 - logits * (2.0 * labels - 1.0)
+    order = ops.flip(ops.argsort(errors, axis=-1), axis=-1)  # largest error first
+    errors_sorted = ops.take_along_axis(errors, order, axis=-1)
+    gt_sorted = ops.stop_gradient(ops.take_along_axis(labels, order, axis=-1))
+    positives = ops.sum(gt_sorted, axis=-1, keepdims=True)
+    intersection = positives - ops.cumsum(gt_sorted, axis=-1)
+    union = positives + ops.cumsum(1.0 - gt_sorted, axis=-1)  # >= 1 everywhere
+    jaccard = 1.0 - intersection / union
+    weights = ops.concatenate([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], axis=-1)
+    return ops.mean(ops.sum(ops.relu(errors_sorted) * weights, axis=-1))
+
+
+@keras.saving.register_keras_serializable(package="segzoo")
+def bce_lovasz_loss(y_true, y_pred):
+    return bce_loss(y_true, y_pred) + lovasz_hinge_loss(y_true, y_pred)
+
+
+@keras.saving.register_keras_serializable(package="segzoo")
 def bce_dice_loss(y_true, y_pred):
     return bce_loss(y_true, y_pred) + soft_dice_loss(y_true, y_pred)
 
@@ -68,6 +97,8 @@ LOSSES = {
     "focal": focal_loss,
     "tversky": tversky_loss,
     "focal_tversky": focal_tversky_loss,
+    "lovasz": lovasz_hinge_loss,
+    "bce_lovasz": bce_lovasz_loss,
 }
 
 

@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema-momentum", type=float, default=None, metavar="M",
                    help="keep an exponential moving average of the weights (Polyak averaging, e.g. 0.999); "
                         "validation and the saved model use the average, the resume checkpoint keeps both")
-    p.add_argument("--loss", default="bce_dice", help="bce_dice, bce, dice, focal, tversky, focal_tversky")
+    p.add_argument("--loss", default="bce_dice", help="bce_dice, bce, dice, focal, tversky, focal_tversky, lovasz, bce_lovasz")
     p.add_argument("--settings-from", default=None, metavar="MODEL",
                    help="refit: take the decision threshold and post-processing from this validated model "
                         "folder or zoo name instead of choosing them here (use with --val-fraction 0 to "
