@@ -28,6 +28,7 @@ from segzoo.config import CONFIG_FILENAME, WEIGHTS_FILENAME, ModelConfig, atomic
 from segzoo.data.augment import AugmentConfig, PatchSampler
 from segzoo.data.monuseg import Sample, discover_samples, load_sample
 from segzoo.errors import SegzooError
+from segzoo.losses import LOSSES, get_loss
 from segzoo.metrics import PixelCounts, pixel_counts
 
 log = logging.getLogger("segzoo.train")
@@ -84,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema-momentum", type=float, default=None, metavar="M",
                    help="keep an exponential moving average of the weights (Polyak averaging, e.g. 0.999); "
                         "validation and the saved model use the average, the resume checkpoint keeps both")
-    p.add_argument("--loss", default="bce_dice", help="bce_dice, bce, dice, focal, tversky, focal_tversky, lovasz, bce_lovasz")
+    p.add_argument("--loss", default="bce_dice", help=", ".join(LOSSES))
     p.add_argument("--settings-from", default=None, metavar="MODEL",
                    help="refit: take the decision threshold and post-processing from this validated model "
                         "folder or zoo name instead of choosing them here (use with --val-fraction 0 to "
@@ -145,7 +146,6 @@ def run(args: argparse.Namespace) -> Path:
     import keras
 
     from segzoo import __version__
-    from segzoo.losses import get_loss
     from segzoo.model_io import default_config, save_model
     from segzoo.data.pipeline import make_dataset
 
@@ -379,7 +379,10 @@ import keras  # noqa: E402  (training always has Keras; imported late to keep mo
 @contextlib.contextmanager
 def averaged_weights(model):
     """Inside the block the model holds its optimizer's moving average of the trainable
-    weights (when the optimizer keeps one, `use_ema=True`); the live weights come back after."""
+    weights (when the optimizer keeps one, `use_ema=True`); the live weights come back after.
+
+    Not keras.callbacks.SwapEMAWeights: on TensorFlow it swaps by a+b / a-b arithmetic, which
+    is not exact in float32 and would nudge the live weights at every epoch."""
     from keras import ops
 
     optimizer = model.optimizer
@@ -439,20 +442,19 @@ class _Monitor(keras.callbacks.Callback):
         patches_per_s = self.args.steps_per_epoch * self.args.batch_size / train_s
         t0 = time.monotonic()
         with averaged_weights(self.model):
-            self._validate_and_save(epoch)
+            val_dice, improved = self._validate_and_save(epoch)
         val_s = time.monotonic() - t0
-        self._checkpoint(epoch, logs, train_s, val_s, patches_per_s)
+        self._checkpoint(epoch, logs, val_dice, improved, train_s + val_s, patches_per_s)
 
-    def _validate_and_save(self, epoch: int) -> None:
-        """Validation Dice at 0.5; the model folder is rewritten when it improved (or always
-        without a validation split)."""
+    def _validate_and_save(self, epoch: int) -> tuple[float, bool]:
+        """(validation Dice at 0.5, improved); the model folder is rewritten when it improved
+        (or always without a validation split)."""
         if self.val_images:
             probs = _predict_probs(self.model, self.config, self.val_images, False)
             val_dice = dice_at(probs, self.val_masks, 0.5)
         else:
             val_dice = float("nan")
         improved = not self.val_images or val_dice > self.state["best_dice"]
-        self.last_val = (val_dice, improved)
         if improved:
             self.state["best_dice"] = float(val_dice) if self.val_images else -1.0
             self.config.provenance["best_epoch"] = epoch + 1
@@ -461,15 +463,16 @@ class _Monitor(keras.callbacks.Callback):
             else:
                 self.config.provenance["selection"] = "last epoch (no validation split)"
             self.save_model(self.model, self.out, self.config, overwrite=True)
+        return val_dice, improved
 
-    def _checkpoint(self, epoch: int, logs, train_s: float, val_s: float, patches_per_s: float) -> None:
+    def _checkpoint(self, epoch: int, logs, val_dice: float, improved: bool, epoch_s: float,
+                    patches_per_s: float) -> None:
         """CSV row, resume checkpoint (live weights and optimizer state), state file, time budget."""
-        val_dice, improved = self.last_val
         lr = self.model.optimizer.learning_rate
         lr = float(np.asarray(lr.numpy() if hasattr(lr, "numpy") else lr))
         row = {"epoch": epoch + 1, "loss": round(float((logs or {}).get("loss", math.nan)), 6),
                "val_dice": round(float(val_dice), 6), "lr": f"{lr:.3e}",
-               "patches_per_s": round(patches_per_s, 2), "epoch_s": round(train_s + val_s, 1),
+               "patches_per_s": round(patches_per_s, 2), "epoch_s": round(epoch_s, 1),
                "elapsed_min": round(self.elapsed() / 60, 2), "best": int(improved)}
         self._append_csv(row)
         self.state.update(epoch=epoch + 1, elapsed_s=self.elapsed())
@@ -482,7 +485,7 @@ class _Monitor(keras.callbacks.Callback):
         print(f"epoch {epoch + 1}/{self.args.epochs}  loss {row['loss']:.4f}  val_dice {val_dice:.4f}"
               f"{' *' if improved else '  '}  {patches_per_s:.1f} patches/s  lr {row['lr']}  "
               f"elapsed {row['elapsed_min']:.1f} min", flush=True)
-        self.epoch_seconds.append(train_s + val_s)
+        self.epoch_seconds.append(epoch_s)
         if self.out_of_time(float(np.median(self.epoch_seconds))):
             print(f"stopping: --max-minutes {self.args.max_minutes} would be exceeded by another epoch",
                   flush=True)
