@@ -6,6 +6,12 @@ ONNX export (parity-checked), int8 ONNX when its test Dice is within 0.005 of fp
 the model card, and the zoo registry pins (sha256 of each file).
 
     python scripts/release.py runs/unet --name unet-monuseg --data ../shared/monuseg
+
+After a change to the exporter, `--onnx-only` re-exports model.onnx and model.int8.onnx of an
+existing zoo folder (the folder itself is the run; weights, metrics and training log are kept)
+and updates the pins:
+
+    python scripts/release.py model_cards/unet-monuseg --name unet-monuseg --data ../shared/monuseg --onnx-only
 """
 
 from __future__ import annotations
@@ -31,44 +37,60 @@ def main(argv=None) -> int:
     p.add_argument("--data", type=Path, required=True, help="MoNuSeg root with train/ and test/")
     p.add_argument("--repo-id", default=None, help="Hub repo (default: segzoo/<name>)")
     p.add_argument("--hardware", default=None, help="what the training ran on, for the card")
+    p.add_argument("--onnx-only", action="store_true",
+                   help="only re-export the ONNX files of the zoo folder `run` (weights and metrics kept)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     sys.path.insert(0, str(ROOT))
     from segzoo.config import Inference, ModelConfig
+
+    dest = ROOT / "model_cards" / args.name
+    run = lambda *cmd: subprocess.run([sys.executable, *map(str, cmd)], check=True)  # noqa: E731
+    if args.onnx_only:
+        if args.run.resolve() != dest.resolve():
+            sys.exit(f"--onnx-only re-exports a released folder: pass {dest} as the run, not {args.run}")
+        config = ModelConfig.load(dest)
+    else:
+        dest.mkdir(parents=True, exist_ok=True)
+        config = ModelConfig.load(args.run)
+        config.name = args.name
+        config.inference = Inference()  # the current tiling defaults: a MoNuSeg tile in one pass
+        if args.hardware:
+            config.provenance["hardware"] = args.hardware
+        # Keep the logs of the runs this one built on (read before dest is replaced): the stage a
+        # fine-tune started from, and the validation run whose settings a refit reused.
+        init_log = _keep_log(config.provenance.get("init_from"), dest / "training_log_init.csv")
+        if init_log is not None:
+            init_rows = list(csv.DictReader(io.StringIO(init_log)))
+            config.provenance["init_from"]["epochs"] = len(init_rows)
+            config.provenance["init_from"]["training_minutes"] = (float(init_rows[-1]["elapsed_min"])
+                                                                  if init_rows else None)
+        _keep_log(config.provenance.get("settings_from"), dest / "training_log_validation.csv")
+        config.save(dest / "config.json")
+        shutil.copy2(args.run / "model.weights.h5", dest / "model.weights.h5")
+        shutil.copy2(args.run / "training_log.csv", dest / "training_log.csv")
+        run(ROOT / "scripts" / "evaluate.py", dest, "--data", args.data / "test", "--figure", "3")
+        run(ROOT / "scripts" / "evaluate.py", dest, "--data", args.data / "test", "--tta")  # metrics_tta.json
+    _export_onnx_files(dest, args.data)
+    run(ROOT / "scripts" / "make_model_card.py", dest)
+    _pin(dest, args.name, args.repo_id, config.architecture)
+    print(f"released {dest}")
+    return 0
+
+
+def _export_onnx_files(dest: Path, data: Path) -> None:
+    """model.onnx (parity-checked), and model.int8.onnx when its test Dice is within
+    INT8_MAX_DICE_DROP of the Keras model's (metrics.json); the comparison goes to int8_check.json."""
     from segzoo.evaluation import evaluate
     from segzoo.export import export_onnx
     from segzoo.onnx_runtime import onnx_runner, read_segzoo_onnx
     from segzoo.quantize import quantize_int8
-    from segzoo.zoo import sha256_of
 
-    dest = ROOT / "model_cards" / args.name
-    dest.mkdir(parents=True, exist_ok=True)
-    config = ModelConfig.load(args.run)
-    config.name = args.name
-    config.inference = Inference()  # the current tiling defaults: a MoNuSeg tile in one pass
-    if args.hardware:
-        config.provenance["hardware"] = args.hardware
-    # Keep the logs of the runs this one built on (read before dest is replaced): the stage a
-    # fine-tune started from, and the validation run whose settings a refit reused.
-    init_log = _keep_log(config.provenance.get("init_from"), dest / "training_log_init.csv")
-    if init_log is not None:
-        init_rows = list(csv.DictReader(io.StringIO(init_log)))
-        config.provenance["init_from"]["epochs"] = len(init_rows)
-        config.provenance["init_from"]["training_minutes"] = float(init_rows[-1]["elapsed_min"]) if init_rows else None
-    _keep_log(config.provenance.get("settings_from"), dest / "training_log_validation.csv")
-    config.save(dest / "config.json")
-    shutil.copy2(args.run / "model.weights.h5", dest / "model.weights.h5")
-    shutil.copy2(args.run / "training_log.csv", dest / "training_log.csv")
-
-    run = lambda *cmd: subprocess.run([sys.executable, *map(str, cmd)], check=True)  # noqa: E731
-    run(ROOT / "scripts" / "evaluate.py", dest, "--data", args.data / "test", "--figure", "3")
-    run(ROOT / "scripts" / "evaluate.py", dest, "--data", args.data / "test", "--tta")  # metrics_tta.json
-    export_onnx(dest, dest / "model.onnx", overwrite=True,
-                real_image=_first_tile(args.data / "test"))
+    export_onnx(dest, dest / "model.onnx", overwrite=True, real_image=_first_tile(data / "test"))
     fp32 = json.loads((dest / "metrics.json").read_text())["micro"]["dice"]
-    quantize_int8(dest / "model.onnx", dest / ".int8.tmp.onnx", args.data / "train", overwrite=True)
-    data, int8_config = read_segzoo_onnx(dest / ".int8.tmp.onnx")
-    int8_metrics, _ = evaluate(onnx_runner(data), int8_config, args.data / "test")
+    quantize_int8(dest / "model.onnx", dest / ".int8.tmp.onnx", data / "train", overwrite=True)
+    int8_bytes, int8_config = read_segzoo_onnx(dest / ".int8.tmp.onnx")
+    int8_metrics, _ = evaluate(onnx_runner(int8_bytes), int8_config, data / "test")
     drop = fp32 - int8_metrics["micro"]["dice"]
     print(f"int8 test Dice {int8_metrics['micro']['dice']:.4f} vs fp32 {fp32:.4f} (drop {drop:+.4f})")
     (dest / "int8_check.json").write_text(json.dumps(
@@ -79,22 +101,25 @@ def main(argv=None) -> int:
     else:
         (dest / ".int8.tmp.onnx").unlink()
         (dest / "model.int8.onnx").unlink(missing_ok=True)
-    run(ROOT / "scripts" / "make_model_card.py", dest)
+
+
+def _pin(dest: Path, name: str, repo_id: str | None, architecture: str) -> None:
+    """Write the sha256 of each released file to the zoo registry; the Hub revision is kept only
+    while the files are unchanged (a changed file has to be published again)."""
+    from segzoo.zoo import sha256_of
 
     registry_path = ROOT / "segzoo" / "zoo_registry.json"
     registry = json.loads(registry_path.read_text())
     files = {f: sha256_of(dest / f) for f in ("config.json", "model.weights.h5", "model.onnx", "model.int8.onnx")
              if (dest / f).is_file()}
-    previous = registry["models"].get(args.name, {})
-    registry["models"][args.name] = {
-        "repo_id": args.repo_id or previous.get("repo_id") or f"segzoo/{args.name}",
+    previous = registry["models"].get(name, {})
+    registry["models"][name] = {
+        "repo_id": repo_id or previous.get("repo_id") or f"segzoo/{name}",
         "revision": previous.get("revision") if previous.get("files") == files else None,
-        "files": files, "architecture": config.architecture,
+        "files": files, "architecture": architecture,
         "license": "cc-by-nc-sa-4.0",
-        "description": f"{config.architecture} trained on MoNuSeg 2018 (H&E nuclei, 40x)"}
+        "description": f"{architecture} trained on MoNuSeg 2018 (H&E nuclei, 40x)"}
     registry_path.write_text(json.dumps(registry, indent=2) + "\n")
-    print(f"released {dest}")
-    return 0
 
 
 def _keep_log(stage: dict | None, target: Path) -> str | None:

@@ -9,6 +9,7 @@ the ONNX metadata with a checksum of the graph.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -45,7 +46,8 @@ def keras_to_onnx(model, config: ModelConfig, *, opset: int = 17):
     def forward(image):
         return {OUTPUT_NAME: model(image, training=False)}
 
-    proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=opset)
+    with native_dilated_convolutions():
+        proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=opset)
     dropped = drop_noop_crops_after_upsampling(proto)
     if dropped:
         log.info("dropped %d no-op Slice/Pad pair(s) after up-convolutions", dropped)
@@ -58,6 +60,55 @@ def keras_to_onnx(model, config: ModelConfig, *, opset: int = 17):
     onnx.helper.set_model_props(proto, {META_CONFIG: config.to_json(), META_VERSION: __version__,
                                         META_GRAPH_SHA: sha})
     return proto
+
+
+@contextlib.contextmanager
+def native_dilated_convolutions():
+    """While tracing for export, emit each dilated stride-1 'same' 2-D convolution as one
+    Conv2D with `dilations` and explicit padding.
+
+    tf.nn.convolution (what Keras calls on TensorFlow) wraps a dilated convolution in
+    SpaceToBatchND/BatchToSpaceND with paddings computed from the dynamic input shape.
+    tf2onnx folds that back into a dilated Conv only for 'valid' padding, so with 'same'
+    padding and dynamic height/width every atrous convolution of DeepLabV3 became ~20
+    ONNX nodes (SpaceToDepth, Transpose, shape arithmetic). At stride 1, 'same' is a
+    fixed padding of d*(k-1) split as TensorFlow splits it (the smaller half first),
+    so one Conv2D computes the same thing. Only the traced graph changes; the export
+    parity check compares it with the unchanged Keras model.
+    """
+    import tensorflow as tf
+
+    original = tf.nn.convolution
+
+    def convolution(input, filters, strides=None, padding="VALID", data_format=None,  # noqa: A002
+                    dilations=None, name=None):
+        rate = _pair(dilations)
+        if (isinstance(padding, str) and padding.upper() == "SAME" and data_format in (None, "NHWC")
+                and input.shape.rank == 4 and _pair(strides) == (1, 1) and rate != (1, 1)):
+            pads = [[0, 0]]
+            for k, d in zip(filters.shape[:2], rate):
+                total = d * (int(k) - 1)
+                pads.append([total // 2, total - total // 2])
+            pads.append([0, 0])
+            return tf.nn.conv2d(input, filters, strides=1, padding=pads, dilations=list(rate), name=name)
+        return original(input, filters, strides=strides, padding=padding, data_format=data_format,
+                        dilations=dilations, name=name)
+
+    tf.nn.convolution = convolution
+    try:
+        yield
+    finally:
+        tf.nn.convolution = original
+
+
+def _pair(value) -> tuple[int, int]:
+    """An int or a 1- or 2-sequence as a (height, width) pair; None is 1."""
+    if value is None:
+        return 1, 1
+    if isinstance(value, int):
+        return value, value
+    value = tuple(int(v) for v in value)
+    return (value[0], value[0]) if len(value) == 1 else value
 
 
 def parity_inputs(config: ModelConfig, real_image: np.ndarray | None = None, size: int = 256,

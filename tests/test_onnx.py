@@ -180,3 +180,27 @@ def test_export_keeps_the_crop_of_other_up_convolutions(tmp_path):
     batch = normalize(np.random.default_rng(0).integers(0, 256, (1, 16, 24, 3), dtype=np.uint8),
                       config.preprocessing)
     assert check_parity(model, proto.SerializeToString(), [batch]) <= 1e-4
+
+
+@pytest.mark.parametrize("kernel,rate", [(3, 2), (3, (2, 3)), (2, 3), (4, 2)])
+def test_dilated_same_convolutions_export_as_one_dilated_conv(kernel, rate):
+    """TensorFlow's SpaceToBatchND form of an atrous convolution becomes one ONNX Conv with
+    dilations (the padding split of 'same' included: even kernels pad less before than after)."""
+    import keras
+
+    from segzoo.export import check_parity, keras_to_onnx
+    from segzoo.preprocessing import normalize
+
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, kernel, dilation_rate=rate, padding="same", activation="relu")(inputs)
+    outputs = keras.layers.Conv2D(1, 1, activation="sigmoid")(x)
+    model = keras.Model(inputs, outputs)
+    config = default_config("deeplabv3", **tiny_kwargs("deeplabv3"))
+    proto = keras_to_onnx(model, config)
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    dilations = [list(a.ints) for n in convs for a in n.attribute if a.name == "dilations"]
+    assert len(convs) == 2 and [d for d in dilations if d != [1, 1]] == [list(np.broadcast_to(rate, 2))]
+    assert not {"SpaceToDepth", "DepthToSpace", "Transpose"} & {n.op_type for n in proto.graph.node[1:-1]}
+    batch = normalize(np.random.default_rng(0).integers(0, 256, (1, 21, 30, 3), dtype=np.uint8),
+                      config.preprocessing)
+    assert check_parity(model, proto.SerializeToString(), [batch]) <= 1e-4
