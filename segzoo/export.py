@@ -25,10 +25,18 @@ from segzoo.onnx_rewrite import drop_noop_crops_after_upsampling
 log = logging.getLogger(__name__)
 
 PARITY_ATOL = 1e-4
+# tf2onnx's graph optimisers visit nodes in an order that changes from one conversion to the next;
+# about 1 conversion in 30 of the tiny test DeepLabV3 came out with an extra leading output axis
+# (one Squeeze lost). The parity check catches it and the conversion is simply run again.
+CONVERSION_ATTEMPTS = 3
 
 
 class ParityError(SegzooError):
     """ONNX and Keras outputs differ by more than the tolerance."""
+
+
+class ParityShapeError(ParityError):
+    """ONNX and Keras outputs differ in shape."""
 
 
 def keras_to_onnx(model, config: ModelConfig, *, opset: int = 17):
@@ -136,7 +144,7 @@ def check_parity(keras_model, model_bytes: bytes, batches: list[np.ndarray], ato
         expected = np.asarray(keras_model(batch, training=False))
         got = run(batch)
         if got.shape != expected.shape:
-            raise ParityError(f"ONNX output shape {got.shape} != Keras {expected.shape}")
+            raise ParityShapeError(f"ONNX output shape {got.shape} != Keras {expected.shape}")
         worst = max(worst, float(np.abs(got - expected).max()))
     if worst > atol:
         raise ParityError(f"ONNX and Keras probabilities differ by {worst:.2e} > {atol:.0e}")
@@ -152,9 +160,16 @@ def export_onnx(source: str | os.PathLike, out: str | os.PathLike, *, opset: int
     if out.exists() and not overwrite:
         raise SegzooError(f"{out}: exists; pass overwrite=True (--overwrite) to replace it")
     model, config = load_model(source)
-    proto = keras_to_onnx(model, config, opset=opset)
-    data = proto.SerializeToString()
-    worst = check_parity(model, data, parity_inputs(config, real_image))
+    batches = parity_inputs(config, real_image)
+    for attempt in range(1, CONVERSION_ATTEMPTS + 1):
+        data = keras_to_onnx(model, config, opset=opset).SerializeToString()
+        try:
+            worst = check_parity(model, data, batches)
+            break
+        except ParityShapeError as err:
+            if attempt == CONVERSION_ATTEMPTS:
+                raise
+            log.warning("%s: tf2onnx gave a wrong graph (%s); converting again", source, err)
     atomic_write_bytes(out, data)
     log.info("exported %s -> %s (%.1f MB, max |diff| %.1e)", source, out, len(data) / 1e6, worst)
     return {"path": str(out), "bytes": len(data), "max_abs_diff": worst, "opset": opset}

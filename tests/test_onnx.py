@@ -204,3 +204,28 @@ def test_dilated_same_convolutions_export_as_one_dilated_conv(kernel, rate):
     batch = normalize(np.random.default_rng(0).integers(0, 256, (1, 21, 30, 3), dtype=np.uint8),
                       config.preprocessing)
     assert check_parity(model, proto.SerializeToString(), [batch]) <= 1e-4
+
+
+def test_export_converts_again_when_tf2onnx_gives_a_wrong_shape_and_gives_up_after_a_few(tmp_path, monkeypatch):
+    import segzoo.export as export
+
+    folder = _folder(tmp_path, "unet")
+    real_check, calls = export.check_parity, []
+
+    def flaky_check(model, data, batches):
+        calls.append(1)
+        if len(calls) == 1:
+            raise export.ParityShapeError("ONNX output shape (1, 1, 8, 8, 1) != Keras (1, 8, 8, 1)")
+        return real_check(model, data, batches)
+
+    monkeypatch.setattr(export, "check_parity", flaky_check)
+    export.export_onnx(folder, folder / "model.onnx")
+    assert len(calls) == 2 and (folder / "model.onnx").is_file()
+
+    def always_wrong(model, data, batches):
+        raise export.ParityShapeError("wrong")
+
+    monkeypatch.setattr(export, "check_parity", always_wrong)
+    with pytest.raises(export.ParityShapeError):
+        export.export_onnx(folder, folder / "again.onnx")
+    assert not (folder / "again.onnx").exists()
