@@ -131,3 +131,14 @@ def test_bilinear_upsample_is_repeated_exact_2x_bilinear(factor):
     np.testing.assert_allclose(ours, reference, atol=1e-5)
     with pytest.raises(ValueError, match="power of two"):
         BilinearUpsample(3)
+
+
+def test_deeplab_decoder_stride_2_adds_a_stage_and_upsamples_scores_2x():
+    base = segzoo.create_model("deeplabv3", **tiny_kwargs("deeplabv3"))
+    m = segzoo.create_model("deeplabv3", **{**tiny_kwargs("deeplabv3"), "decoder_stride": 2})
+    assert np.asarray(m(np.zeros((1, 32, 48, 3), "float32"))).shape == (1, 32, 48, 1)
+    assert m.get_layer("final_up").factor == 2 and base.get_layer("final_up").factor == 4
+    assert m.get_layer("decoder2_concat").output.shape[-1] > 0
+    assert m.count_params() > base.count_params()
+    with pytest.raises(ValueError, match="decoder_stride must be 4 or 2, got 8"):
+        segzoo.create_model("deeplabv3", **{**tiny_kwargs("deeplabv3"), "decoder_stride": 8})

@@ -6,7 +6,9 @@ stride for atrous rate to reach output stride 8 or 16. ASPP has a 1x1 branch,
 three atrous 3x3 branches and an image-pooling branch, then bilinear
 upsampling to the input size. `decoder=True` adds the DeepLabV3+ decoder
 (Chen et al. 2018): a 4x upsample fused with stride-4 backbone features, which
-recovers the fine boundaries that small nuclei need.
+recovers the fine boundaries that small nuclei need. `decoder_stride=2` adds
+a second decoder stage, a 2x upsample fused with the stem's stride-2 features,
+so the class scores are upsampled 2x instead of 4x at the end.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ DEFAULTS = {
     "aspp_filters": 64,
     "aspp_rates": None,
     "decoder": True,
+    "decoder_stride": 4,
     "dropout": 0.1,
 }
 
@@ -54,15 +57,17 @@ def _residual_block(x, filters: int, *, strides: int, dilation: int, name: str):
 
 def build(*, in_channels: int, num_classes: int, output_stride: int, backbone_filters,
           blocks_per_stage, aspp_filters: int, aspp_rates, decoder: bool,
-          dropout: float) -> keras.Model:
+          decoder_stride: int, dropout: float) -> keras.Model:
     if output_stride not in (8, 16):
         raise ValueError(f"deeplabv3 output_stride must be 8 or 16, got {output_stride}")
     if len(backbone_filters) != 4 or len(blocks_per_stage) != 4:
         raise ValueError("deeplabv3 needs 4 backbone stages (backbone_filters, blocks_per_stage)")
+    if decoder_stride not in (2, 4):
+        raise ValueError(f"deeplabv3 decoder_stride must be 4 or 2, got {decoder_stride}")
     rates = list(aspp_rates) if aspp_rates else ([12, 24, 36] if output_stride == 8 else [6, 12, 18])
 
     inputs = image_input(in_channels)
-    x = conv_bn_relu(inputs, backbone_filters[0], strides=2, name="stem")  # stride 2
+    x = stem = conv_bn_relu(inputs, backbone_filters[0], strides=2, name="stem")  # stride 2
     # Stage strides: stage 1 -> 4, stage 2 -> 8, stage 3 -> 16 (or atrous), stage 4 atrous.
     current_stride, dilation = 2, 1
     low_level = None
@@ -95,10 +100,16 @@ def build(*, in_channels: int, num_classes: int, output_stride: int, backbone_fi
         x = layers.Concatenate(name="decoder_concat")([x, skip])
         x = conv_bn_relu(x, aspp_filters, name="decoder_a")
         x = conv_bn_relu(x, aspp_filters, name="decoder_b")
+        if decoder_stride == 2:
+            x = BilinearUpsample(2, name="decoder2_up")(x)
+            skip = conv_bn_relu(stem, max(aspp_filters // 8, 8), kernel_size=1, name="decoder2_skip")
+            x = layers.Concatenate(name="decoder2_concat")([x, skip])
+            x = conv_bn_relu(x, max(aspp_filters // 2, 8), name="decoder2_a")
+            x = conv_bn_relu(x, max(aspp_filters // 2, 8), name="decoder2_b")
     # Class scores at low resolution, then bilinear upsampling of the scores to
     # the input size (as in the paper): cheaper than upsampling features.
     logits = layers.Conv2D(num_classes, 1, padding="same", dtype="float32", name="logits")(x)
-    logits = BilinearUpsample(4 if decoder else output_stride, dtype="float32", name="final_up")(logits)
+    logits = BilinearUpsample(decoder_stride if decoder else output_stride, dtype="float32", name="final_up")(logits)
     activation = "sigmoid" if num_classes == 1 else "softmax"
     outputs = layers.Activation(activation, dtype="float32", name="probabilities")(logits)
     return keras.Model(inputs, outputs, name="deeplabv3")
