@@ -206,6 +206,29 @@ def test_dilated_same_convolutions_export_as_one_dilated_conv(kernel, rate):
     assert check_parity(model, proto.SerializeToString(), [batch]) <= 1e-4
 
 
+@pytest.mark.parametrize("factor", [2, 4])
+def test_bilinear_upsampling_exports_as_one_resize_per_2x_step(factor):
+    """BilinearUpsample's repeat + depthwise-filter form becomes ONNX Resize (half-pixel
+    linear) instead of run-time-shaped Tile/Expand/Reshape and grouped Convs."""
+    import keras
+
+    from segzoo.architectures.layers import BilinearUpsample
+    from segzoo.export import check_parity, keras_to_onnx
+
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(2, 1)(inputs)
+    outputs = keras.layers.Activation("sigmoid")(BilinearUpsample(factor)(x))
+    model = keras.Model(inputs, outputs)
+    config = default_config("deeplabv3", **tiny_kwargs("deeplabv3"))
+    proto = keras_to_onnx(model, config)
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("Resize") == factor.bit_length() - 1
+    assert ops.count("Conv") == 1 and not {"Tile", "Expand", "Reshape"} & set(ops)
+    batch = np.random.default_rng(factor).normal(size=(2, 5, 7, 3)).astype("float32")
+    assert check_parity(model, proto.SerializeToString(), [batch]) <= 1e-5
+    assert BilinearUpsample._double.__qualname__ == "BilinearUpsample._double"  # restored after export
+
+
 def test_export_converts_again_when_tf2onnx_gives_a_wrong_shape_and_gives_up_after_a_few(tmp_path, monkeypatch):
     import segzoo.export as export
 
