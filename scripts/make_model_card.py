@@ -52,6 +52,14 @@ def _averaging_text(prov: dict) -> str:
             f"{momentum}, about the last {1 / (1 - momentum):.0f} steps), which smooths the epoch-to-epoch noise of the last epochs")
 
 
+def _precision_text(prov: dict) -> str:
+    """Mixed-precision training (`--dtype-policy`), when the run used it."""
+    policy = prov.get("dtype_policy")
+    if not policy:
+        return ""
+    return f"; trained with the Keras dtype policy `{policy}` (float32 weights; the released model computes in float32)"
+
+
 def _split_text(prov: dict) -> str:
     """How the validation split was used: checkpoint/threshold selection, or a separate
     validation run whose settings a refit on every training tile reused."""
@@ -178,7 +186,7 @@ The test set was used only for the final numbers below.
 {prov.get('command', '(command not recorded)')}
 ```
 
-Loss: {prov.get('loss', '?')}; AdamW with warm-up and cosine decay{_averaging_text(prov)}; random 256x256 patches with
+Loss: {prov.get('loss', '?')}; AdamW with warm-up and cosine decay{_averaging_text(prov)}{_precision_text(prov)}; random 256x256 patches with
 scale jitter, D4 flips/rotations, HED stain jitter and brightness/contrast jitter. {selected}; {minutes:.0f} minutes of training on
 {prov.get('hardware', '2 CPU cores')} (median {patches_per_s:.1f} patches/s). The full log is `training_log.csv`.
 

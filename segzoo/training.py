@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema-momentum", type=float, default=None, metavar="M",
                    help="keep an exponential moving average of the weights (Polyak averaging, e.g. 0.999); "
                         "validation and the saved model use the average, the resume checkpoint keeps both")
+    p.add_argument("--dtype-policy", choices=["float32", "mixed_bfloat16"], default="float32",
+                   help="mixed_bfloat16: compute in bfloat16 with float32 weights (faster on CPUs with "
+                        "bfloat16 instructions); validation uses the training model, the saved model "
+                        "folder is float32 as always")
     p.add_argument("--loss", default="bce_dice", help=", ".join(LOSSES))
     p.add_argument("--settings-from", default=None, metavar="MODEL",
                    help="refit: take the decision threshold and post-processing from this validated model "
@@ -193,6 +197,8 @@ def run(args: argparse.Namespace) -> Path:
     }
     if args.ema_momentum is not None:
         config.provenance["ema_momentum"] = args.ema_momentum
+    if args.dtype_policy != "float32":
+        config.provenance["dtype_policy"] = args.dtype_policy
     if settings is not None:
         config.provenance["settings_from"] = {
             "source": args.settings_from, "name": settings.name,
@@ -222,7 +228,8 @@ def run(args: argparse.Namespace) -> Path:
     else:
         from segzoo.model_io import build_from_config
 
-        model = build_from_config(config)
+        with dtype_policy(args.dtype_policy):  # the checkpoint keeps each layer's policy for --resume
+            model = build_from_config(config)
         if init_model is not None:
             model.set_weights(init_model.get_weights())
             del init_model
@@ -374,6 +381,18 @@ def _choose_threshold(out: Path, val_images, val_masks, tta: bool) -> None:
 
 
 import keras  # noqa: E402  (training always has Keras; imported late to keep module docs first)
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Layers built inside the block get this Keras dtype policy; the global one comes back after,
+    so the float32 models that save_model and load_model build are unaffected."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 @contextlib.contextmanager

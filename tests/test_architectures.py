@@ -55,6 +55,22 @@ class TestArchitecture:
         after = float(model.evaluate(x, y, verbose=0))
         assert after < before
 
+    def test_bfloat16_training_step_keeps_float32_weights_and_output(self, name):
+        """`segzoo train --dtype-policy mixed_bfloat16` builds the model under that policy."""
+        import keras
+
+        from segzoo.losses import bce_dice_loss
+        from segzoo.training import dtype_policy
+
+        with dtype_policy("mixed_bfloat16"):
+            model = self._model(name)
+        s = model_stride(name, **tiny_kwargs(name))
+        x = np.random.default_rng(1).normal(size=(2, 2 * s, 2 * s, 3)).astype("float32")
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=bce_dice_loss)
+        loss = float(model.train_on_batch(x, (x[..., :1] > 0.3).astype("float32")))
+        assert np.isfinite(loss) and {w.dtype for w in model.trainable_weights} == {"float32"}
+        assert np.asarray(model(x)).dtype == np.float32 and model.layers[1].compute_dtype == "bfloat16"
+
     def test_config_round_trip(self, name):
         config = default_config(name, **tiny_kwargs(name))
         again = ModelConfig.from_json(config.to_json())

@@ -190,3 +190,22 @@ def test_weight_averaging_saves_the_average_and_resumes_with_live_weights(traine
     for path, value in folder.items():  # the model folder holds the average, the checkpoint the live weights
         np.testing.assert_allclose(value, averages[path], rtol=0, atol=1e-7)
     assert any(not np.allclose(live[p], averages[p]) for p in live)
+
+
+def test_bfloat16_training_saves_a_float32_model_and_resumes_in_bfloat16(trained, tmp_path):
+    import keras
+
+    data, _ = trained
+    out = tmp_path / "bf16"
+    assert train_main(_train_args(data, out, "--dtype-policy", "mixed_bfloat16", "--epochs", "1")) == 0
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    saved, config = load_model(out)
+    assert config.provenance["dtype_policy"] == "mixed_bfloat16"
+    assert {w.dtype for w in saved.weights} == {"float32"}
+    assert {layer.compute_dtype for layer in saved.layers} == {"float32"}
+    checkpoint = keras.saving.load_model(out / CHECKPOINT_DIR / "last.keras")
+    assert checkpoint.get_layer("enc0_a_conv").compute_dtype == "bfloat16"
+    assert checkpoint.get_layer("probabilities").compute_dtype == "float32"
+    assert train_main(_train_args(data, out, "--dtype-policy", "mixed_bfloat16", "--resume")) == 0
+    rows = list(csv.DictReader((out / "training_log.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and all(np.isfinite(float(r["loss"])) for r in rows)
