@@ -158,6 +158,8 @@ def main(argv=None) -> int:
         args.model = args.models[0]
         child(args)
         return 0
+    from segzoo.config import atomic_write_text
+
     image = args.image or default_tile()
     models = args.models or sorted(p.name for p in (ROOT / "model_cards").iterdir() if p.is_dir())
     rows, large_rows = [], []
@@ -183,9 +185,9 @@ def main(argv=None) -> int:
     table = markdown(rows, large_rows, meta)
     print(table)
     if args.json:
-        args.json.write_text(json.dumps({"meta": meta, "tile": rows, "large": large_rows}, indent=2) + "\n")
+        atomic_write_text(args.json, json.dumps({"meta": meta, "tile": rows, "large": large_rows}, indent=2) + "\n")
     if args.markdown:
-        args.markdown.write_text(table)
+        atomic_write_text(args.markdown, table)
     return 0
 
 

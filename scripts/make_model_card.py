@@ -87,7 +87,7 @@ def render(folder: Path) -> str:
     arch_text, tag = ARCH_NOTES.get(arch, (arch, arch))
     prov = config.get("provenance", {})
     post = config["postprocessing"]
-    micro, mean = metrics["micro"], metrics["mean"]
+    mean = metrics["mean"]
     minutes = float(log_rows[-1]["elapsed_min"]) if log_rows else float("nan")
     best_epoch = prov.get("best_epoch", "?")
     n_train = len(prov.get("train_stems", [])) or "?"

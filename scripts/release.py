@@ -81,6 +81,7 @@ def main(argv=None) -> int:
 def _export_onnx_files(dest: Path, data: Path) -> None:
     """model.onnx (parity-checked), and model.int8.onnx when its test Dice is within
     INT8_MAX_DICE_DROP of the Keras model's (metrics.json); the comparison goes to int8_check.json."""
+    from segzoo.config import atomic_write_text
     from segzoo.evaluation import evaluate
     from segzoo.export import export_onnx
     from segzoo.onnx_runtime import onnx_runner, read_segzoo_onnx
@@ -93,7 +94,7 @@ def _export_onnx_files(dest: Path, data: Path) -> None:
     int8_metrics, _ = evaluate(onnx_runner(int8_bytes), int8_config, data / "test")
     drop = fp32 - int8_metrics["micro"]["dice"]
     print(f"int8 test Dice {int8_metrics['micro']['dice']:.4f} vs fp32 {fp32:.4f} (drop {drop:+.4f})")
-    (dest / "int8_check.json").write_text(json.dumps(
+    atomic_write_text(dest / "int8_check.json", json.dumps(
         {"fp32_dice": fp32, "int8_dice": int8_metrics["micro"]["dice"], "drop": drop,
          "max_drop": INT8_MAX_DICE_DROP, "kept": drop <= INT8_MAX_DICE_DROP}, indent=2) + "\n")
     if drop <= INT8_MAX_DICE_DROP:
@@ -106,6 +107,7 @@ def _export_onnx_files(dest: Path, data: Path) -> None:
 def _pin(dest: Path, name: str, repo_id: str | None, architecture: str) -> None:
     """Write the sha256 of each released file to the zoo registry; the Hub revision is kept only
     while the files are unchanged (a changed file has to be published again)."""
+    from segzoo.config import atomic_write_text
     from segzoo.zoo import sha256_of
 
     registry_path = ROOT / "segzoo" / "zoo_registry.json"
@@ -119,18 +121,20 @@ def _pin(dest: Path, name: str, repo_id: str | None, architecture: str) -> None:
         "files": files, "architecture": architecture,
         "license": "cc-by-nc-sa-4.0",
         "description": f"{architecture} trained on MoNuSeg 2018 (H&E nuclei, 40x)"}
-    registry_path.write_text(json.dumps(registry, indent=2) + "\n")
+    atomic_write_text(registry_path, json.dumps(registry, indent=2) + "\n")
 
 
 def _keep_log(stage: dict | None, target: Path) -> str | None:
     """Copy the training_log.csv of the run named by a provenance entry to `target`; its text."""
+    from segzoo.config import atomic_write_text
+
     source = Path(stage["source"]) / "training_log.csv" if stage else None
     if source is None or not source.is_file():
         if stage is None:
             target.unlink(missing_ok=True)  # a stale log of an earlier release of this name
         return None
     text = source.read_text()
-    target.write_text(text)
+    atomic_write_text(target, text)
     return text
 
 

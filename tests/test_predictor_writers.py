@@ -9,7 +9,6 @@ import tifffile
 from PIL import Image
 
 from segzoo.errors import DataError
-from segzoo.predictor import Predictor
 from segzoo.writers import (geojson_collection, measure_nuclei, write_csv, write_geojson, write_labels_tiff,
                             write_mask_png, write_overlay_png)
 
