@@ -224,6 +224,10 @@ def run(args: argparse.Namespace) -> Path:
     if args.resume:
         state = json.loads((out / STATE_FILE).read_text())
         model = keras.saving.load_model(ckpt)
+        policy = "mixed_bfloat16" if any(layer.compute_dtype == "bfloat16" for layer in model.layers) else "float32"
+        if policy != args.dtype_policy:
+            raise SegzooError(f"{out}: the run trains with --dtype-policy {policy}; "
+                              f"resume it with that, not {args.dtype_policy}")
         log.info("resumed from epoch %d (best validation Dice %.4f)", state["epoch"], state["best_dice"])
     else:
         from segzoo.model_io import build_from_config

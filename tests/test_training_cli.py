@@ -192,7 +192,7 @@ def test_weight_averaging_saves_the_average_and_resumes_with_live_weights(traine
     assert any(not np.allclose(live[p], averages[p]) for p in live)
 
 
-def test_bfloat16_training_saves_a_float32_model_and_resumes_in_bfloat16(trained, tmp_path):
+def test_bfloat16_training_saves_a_float32_model_and_resumes_in_bfloat16(trained, tmp_path, capsys):
     import keras
 
     data, _ = trained
@@ -206,6 +206,8 @@ def test_bfloat16_training_saves_a_float32_model_and_resumes_in_bfloat16(trained
     checkpoint = keras.saving.load_model(out / CHECKPOINT_DIR / "last.keras")
     assert checkpoint.get_layer("enc0_a_conv").compute_dtype == "bfloat16"
     assert checkpoint.get_layer("probabilities").compute_dtype == "float32"
+    assert train_main(_train_args(data, out, "--resume")) == 2
+    assert "resume it with that, not float32" in capsys.readouterr().err
     assert train_main(_train_args(data, out, "--dtype-policy", "mixed_bfloat16", "--resume")) == 0
     rows = list(csv.DictReader((out / "training_log.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"] and all(np.isfinite(float(r["loss"])) for r in rows)
