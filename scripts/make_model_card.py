@@ -60,6 +60,15 @@ def _precision_text(prov: dict) -> str:
     return f"; trained with the Keras dtype policy `{policy}` (float32 weights; the released model computes in float32)"
 
 
+def _batchnorm_text(prov: dict) -> str:
+    """Precise BatchNorm statistics (`--precise-bn`), when the run used them."""
+    batches = prov.get("precise_bn_batches")
+    if not batches:
+        return ""
+    return (f"; BatchNorm statistics recomputed as the mean over {batches} batches of training patches "
+            f"before each validation and save")
+
+
 def _split_text(prov: dict) -> str:
     """How the validation split was used: checkpoint/threshold selection, or a separate
     validation run whose settings a refit on every training tile reused."""
@@ -186,7 +195,7 @@ The test set was used only for the final numbers below.
 {prov.get('command', '(command not recorded)')}
 ```
 
-Loss: {prov.get('loss', '?')}; AdamW with warm-up and cosine decay{_averaging_text(prov)}{_precision_text(prov)}; random 256x256 patches with
+Loss: {prov.get('loss', '?')}; AdamW with warm-up and cosine decay{_averaging_text(prov)}{_precision_text(prov)}{_batchnorm_text(prov)}; random 256x256 patches with
 scale jitter, D4 flips/rotations, HED stain jitter and brightness/contrast jitter. {selected}; {minutes:.0f} minutes of training on
 {prov.get('hardware', '2 CPU cores')} (median {patches_per_s:.1f} patches/s). The full log is `training_log.csv`.
 

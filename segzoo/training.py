@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mixed_bfloat16: compute in bfloat16 with float32 weights (faster on CPUs with "
                         "bfloat16 instructions); validation uses the training model, the saved model "
                         "folder is float32 as always")
+    p.add_argument("--precise-bn", type=int, default=0, metavar="BATCHES",
+                   help="before each validation and save, set the BatchNorm statistics to their mean over "
+                        "this many batches of training patches (precise BN; 0: keep the moving averages)")
     p.add_argument("--loss", default="bce_dice", help=", ".join(LOSSES))
     p.add_argument("--settings-from", default=None, metavar="MODEL",
                    help="refit: take the decision threshold and post-processing from this validated model "
@@ -151,7 +154,7 @@ def run(args: argparse.Namespace) -> Path:
 
     from segzoo import __version__
     from segzoo.model_io import default_config, save_model
-    from segzoo.data.pipeline import make_dataset
+    from segzoo.data.pipeline import make_dataset, patch_batches
 
     out = Path(args.out)
     prepare_run_folder(out, resume=args.resume, overwrite=args.overwrite)
@@ -199,6 +202,8 @@ def run(args: argparse.Namespace) -> Path:
         config.provenance["ema_momentum"] = args.ema_momentum
     if args.dtype_policy != "float32":
         config.provenance["dtype_policy"] = args.dtype_policy
+    if args.precise_bn:
+        config.provenance["precise_bn_batches"] = args.precise_bn
     if settings is not None:
         config.provenance["settings_from"] = {
             "source": args.settings_from, "name": settings.name,
@@ -256,7 +261,11 @@ def run(args: argparse.Namespace) -> Path:
     dataset = make_dataset(sampler, args.batch_size, config.preprocessing, seed=args.seed,
                            start_step=state["epoch"] * args.steps_per_epoch)
 
-    monitor = _Monitor(args, config, out, state, val_images, val_masks, save_model)
+    def statistics_batches():  # the same held-apart patch stream every epoch (steps training never reaches)
+        stream = patch_batches(sampler, args.batch_size, config.preprocessing, seed=args.seed, start_step=10**9)
+        return (next(stream)[0] for _ in range(args.precise_bn))
+
+    monitor = _Monitor(args, config, out, state, val_images, val_masks, save_model, statistics_batches)
     if state["epoch"] < args.epochs and not monitor.out_of_time(0.0):
         model.fit(dataset, epochs=args.epochs, initial_epoch=state["epoch"],
                   steps_per_epoch=args.steps_per_epoch, callbacks=[monitor], verbose=0,
@@ -424,11 +433,35 @@ def averaged_weights(model):
             var.assign(value)
 
 
+def recompute_batchnorm_statistics(model, batches) -> int:
+    """Precise BatchNorm (Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021): set each
+    BatchNormalization layer's moving mean and variance to the mean of its batch statistics
+    over `batches` (normalised image arrays), with the weights fixed.
+
+    The moving averages kept during training (momentum 0.99) follow the last ~100 batches, so
+    they keep moving at the end of a cosine schedule when the weights hardly do. Returns how
+    many batches were used."""
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in norms]
+    count = 0
+    try:
+        for count, batch in enumerate(batches, start=1):
+            for layer in norms:  # a running mean: batch k gets weight 1/k
+                layer.momentum = (count - 1) / count
+            model(batch, training=True)
+    finally:
+        for layer, momentum in zip(norms, momenta):
+            layer.momentum = momentum
+    return count
+
+
 class _Monitor(keras.callbacks.Callback):
     """Validation Dice, best-checkpoint, CSV log, resume state, wall-clock budget, progress."""
 
-    def __init__(self, args, config, out: Path, state: dict, val_images, val_masks, save_model):
+    def __init__(self, args, config, out: Path, state: dict, val_images, val_masks, save_model,
+                 statistics_batches):
         super().__init__()
+        self.statistics_batches = statistics_batches
         self.args, self.config, self.out, self.state = args, config, out, state
         self.val_images, self.val_masks, self.save_model = val_images, val_masks, save_model
         self.started = time.monotonic() - state["elapsed_s"]
@@ -465,6 +498,8 @@ class _Monitor(keras.callbacks.Callback):
         patches_per_s = self.args.steps_per_epoch * self.args.batch_size / train_s
         t0 = time.monotonic()
         with averaged_weights(self.model):
+            if self.args.precise_bn:  # moving statistics are not used by training steps; safe to replace
+                recompute_batchnorm_statistics(self.model, self.statistics_batches())
             val_dice, improved = self._validate_and_save(epoch)
         val_s = time.monotonic() - t0
         self._checkpoint(epoch, logs, val_dice, improved, train_s + val_s, patches_per_s)

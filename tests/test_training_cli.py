@@ -211,3 +211,31 @@ def test_bfloat16_training_saves_a_float32_model_and_resumes_in_bfloat16(trained
     assert train_main(_train_args(data, out, "--dtype-policy", "mixed_bfloat16", "--resume")) == 0
     rows = list(csv.DictReader((out / "training_log.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"] and all(np.isfinite(float(r["loss"])) for r in rows)
+
+
+def test_precise_batchnorm_sets_the_mean_of_batch_statistics(trained, tmp_path):
+    import keras
+
+    from segzoo.training import recompute_batchnorm_statistics
+
+    inputs = keras.Input((None, None, 2))
+    model = keras.Model(inputs, keras.layers.BatchNormalization(momentum=0.9)(inputs))
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(loc=k, scale=1 + k, size=(4, 5, 6, 2)).astype("float32") for k in range(3)]
+    assert recompute_batchnorm_statistics(model, iter(batches)) == 3
+    norm = model.layers[-1]
+    np.testing.assert_allclose(np.asarray(norm.moving_mean), np.mean([b.mean(axis=(0, 1, 2)) for b in batches], 0),
+                               rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(norm.moving_variance),
+                               np.mean([b.var(axis=(0, 1, 2)) for b in batches], 0), rtol=1e-4)
+    assert norm.momentum == 0.9
+
+    data, _ = trained  # the same run with and without: same training, different BatchNorm statistics
+    assert train_main(_train_args(data, tmp_path / "precise", "--precise-bn", "2", "--epochs", "1")) == 0
+    assert train_main(_train_args(data, tmp_path / "moving", "--epochs", "1")) == 0
+    (precise, config), (moving, _) = load_model(tmp_path / "precise"), load_model(tmp_path / "moving")
+    assert config.provenance["precise_bn_batches"] == 2
+    for a, b in zip(precise.trainable_weights, moving.trainable_weights):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    stats = [(np.asarray(a), np.asarray(b)) for a, b in zip(precise.non_trainable_weights, moving.non_trainable_weights)]
+    assert stats and all(not np.allclose(a, b) for a, b in stats)
