@@ -43,30 +43,24 @@ def _init_text(prov: dict) -> str:
             f"then fine-tuned from that model (`--init-from`; `training_log.csv` is this stage):\n\n")
 
 
-def _averaging_text(prov: dict) -> str:
-    """The weight averaging (`--ema-momentum`), when the run used it."""
-    momentum = prov.get("ema_momentum")
-    if momentum is None:
-        return ""
-    return (f"; the saved weights are an exponential moving average of the training weights (momentum\n"
+def _averaging_sentence(momentum: float) -> str:
+    return (f"the saved weights are an exponential moving average of the training weights (momentum\n"
             f"{momentum}, about the last {1 / (1 - momentum):.0f} steps), which smooths the epoch-to-epoch noise of the last epochs")
 
 
-def _precision_text(prov: dict) -> str:
-    """Mixed-precision training (`--dtype-policy`), when the run used it."""
-    policy = prov.get("dtype_policy")
-    if not policy:
-        return ""
-    return f"; trained with the Keras dtype policy `{policy}` (float32 weights; the released model computes in float32)"
+# Training options recorded in provenance, each with the sentence the card adds when a run used it.
+OPTION_SENTENCES = {
+    "ema_momentum": _averaging_sentence,  # --ema-momentum
+    "dtype_policy": lambda policy: (f"trained with the Keras dtype policy `{policy}` (float32 weights; "
+                                    "the released model computes in float32)"),  # --dtype-policy
+    "precise_bn_batches": lambda batches: (f"BatchNorm statistics recomputed as the mean over {batches} batches "
+                                           "of training patches before each validation and save"),  # --precise-bn
+}
 
 
-def _batchnorm_text(prov: dict) -> str:
-    """Precise BatchNorm statistics (`--precise-bn`), when the run used them."""
-    batches = prov.get("precise_bn_batches")
-    if not batches:
-        return ""
-    return (f"; BatchNorm statistics recomputed as the mean over {batches} batches of training patches "
-            f"before each validation and save")
+def _options_text(prov: dict) -> str:
+    """"; <sentence>" for each training option the run used, in OPTION_SENTENCES order."""
+    return "".join(f"; {sentence(prov[key])}" for key, sentence in OPTION_SENTENCES.items() if prov.get(key))
 
 
 def _split_text(prov: dict) -> str:
@@ -195,7 +189,7 @@ The test set was used only for the final numbers below.
 {prov.get('command', '(command not recorded)')}
 ```
 
-Loss: {prov.get('loss', '?')}; AdamW with warm-up and cosine decay{_averaging_text(prov)}{_precision_text(prov)}{_batchnorm_text(prov)}; random 256x256 patches with
+Loss: {prov.get('loss', '?')}; AdamW with warm-up and cosine decay{_options_text(prov)}; random 256x256 patches with
 scale jitter, D4 flips/rotations, HED stain jitter and brightness/contrast jitter. {selected}; {minutes:.0f} minutes of training on
 {prov.get('hardware', '2 CPU cores')} (median {patches_per_s:.1f} patches/s). The full log is `training_log.csv`.
 

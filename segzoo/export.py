@@ -165,16 +165,19 @@ def parity_inputs(config: ModelConfig, real_image: np.ndarray | None = None, siz
     return batches
 
 
-def check_parity(keras_model, model_bytes: bytes, batches: list[np.ndarray], atol: float = PARITY_ATOL) -> float:
-    """Max |Keras - onnxruntime| over the batches; ParityError above `atol`."""
+def check_parity(keras_model, model_bytes: bytes, batches: list[np.ndarray], atol: float = PARITY_ATOL,
+                 expected: list[np.ndarray] | None = None) -> float:
+    """Max |Keras - onnxruntime| over the batches; ParityError above `atol`. `expected` holds the
+    Keras outputs on `batches` when the caller already has them (export retries reuse them)."""
     run = onnx_runner(model_bytes)
+    if expected is None:
+        expected = [np.asarray(keras_model(batch, training=False)) for batch in batches]
     worst = 0.0
-    for batch in batches:
-        expected = np.asarray(keras_model(batch, training=False))
+    for batch, keras_output in zip(batches, expected):
         got = run(batch)
-        if got.shape != expected.shape:
-            raise ParityShapeError(f"ONNX output shape {got.shape} != Keras {expected.shape}")
-        worst = max(worst, float(np.abs(got - expected).max()))
+        if got.shape != keras_output.shape:
+            raise ParityShapeError(f"ONNX output shape {got.shape} != Keras {keras_output.shape}")
+        worst = max(worst, float(np.abs(got - keras_output).max()))
     if worst > atol:
         raise ParityError(f"ONNX and Keras probabilities differ by {worst:.2e} > {atol:.0e}")
     return worst
@@ -190,10 +193,11 @@ def export_onnx(source: str | os.PathLike, out: str | os.PathLike, *, opset: int
         raise SegzooError(f"{out}: exists; pass overwrite=True (--overwrite) to replace it")
     model, config = load_model(source)
     batches = parity_inputs(config, real_image)
+    expected = [np.asarray(model(batch, training=False)) for batch in batches]
     for attempt in range(1, CONVERSION_ATTEMPTS + 1):
         data = keras_to_onnx(model, config, opset=opset).SerializeToString()
         try:
-            worst = check_parity(model, data, batches)
+            worst = check_parity(model, data, batches, expected=expected)
             break
         except ParityShapeError as err:
             if attempt == CONVERSION_ATTEMPTS:

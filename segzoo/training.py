@@ -218,8 +218,12 @@ def run(args: argparse.Namespace) -> Path:
         config.provenance["init_from"] = {"source": args.init_from, "name": init_config.name,
                                           "command": init_config.provenance.get("command")}
     if args.resume and (out / "config.json").is_file():
-        # The command that reproduces the run is the one that started it; resumes are listed.
         started = ModelConfig.load(out).provenance
+        trained_with = started.get("dtype_policy", "float32")
+        if trained_with != args.dtype_policy:  # the checkpoint's layers keep their policy; provenance would lie
+            raise SegzooError(f"{out}: the run trains with --dtype-policy {trained_with}; "
+                              f"resume it with that, not {args.dtype_policy}")
+        # The command that reproduces the run is the one that started it; resumes are listed.
         this_command = config.provenance["command"]
         config.provenance["command"] = started.get("command", this_command)
         config.provenance["resumed_with"] = [*started.get("resumed_with", []), this_command]
@@ -229,10 +233,6 @@ def run(args: argparse.Namespace) -> Path:
     if args.resume:
         state = json.loads((out / STATE_FILE).read_text())
         model = keras.saving.load_model(ckpt)
-        policy = "mixed_bfloat16" if any(layer.compute_dtype == "bfloat16" for layer in model.layers) else "float32"
-        if policy != args.dtype_policy:
-            raise SegzooError(f"{out}: the run trains with --dtype-policy {policy}; "
-                              f"resume it with that, not {args.dtype_policy}")
         log.info("resumed from epoch %d (best validation Dice %.4f)", state["epoch"], state["best_dice"])
     else:
         from segzoo.model_io import build_from_config

@@ -12,6 +12,16 @@ CARDS = sorted(p for p in (ROOT / "model_cards").iterdir() if p.is_dir()) if (RO
 REGISTRY = json.loads((ROOT / "segzoo" / "zoo_registry.json").read_text())["models"]
 
 
+def _card_script():
+    """scripts/make_model_card.py as a module (scripts/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_model_card", ROOT / "scripts" / "make_model_card.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.parametrize("folder", CARDS, ids=[p.name for p in CARDS])
 class TestZooFolder:
     def test_config_validates_and_weights_load(self, folder):
@@ -41,12 +51,7 @@ class TestZooFolder:
 
     def test_card_is_generated_from_the_folder(self, folder):
         """README.md is exactly what scripts/make_model_card.py writes from the folder's files."""
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("make_model_card", ROOT / "scripts" / "make_model_card.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        assert (folder / "README.md").read_text() == module.render(folder), \
+        assert (folder / "README.md").read_text() == _card_script().render(folder), \
             f"re-run python scripts/make_model_card.py {folder.relative_to(ROOT)}"
 
     def test_registry_pins_the_files(self, folder):
@@ -81,3 +86,13 @@ class TestZooFolder:
         run = onnx_runner((folder / "model.onnx").read_bytes())
         for batch in parity_inputs(config, read_image(sample_image_path()), size=128):
             np.testing.assert_allclose(run(batch), np.asarray(model(batch, training=False)), atol=1e-4)
+
+
+def test_card_names_the_training_options_a_run_used():
+    """Each of --ema-momentum, --dtype-policy and --precise-bn adds its sentence only when used."""
+    module = _card_script()
+    assert module._options_text({"loss": "bce_dice"}) == ""
+    text = module._options_text({"ema_momentum": 0.998, "dtype_policy": "mixed_bfloat16", "precise_bn_batches": 32})
+    assert text.count("; ") >= 3
+    assert text.index("momentum\n0.998, about the last 500 steps") < text.index("`mixed_bfloat16`") < text.index("over 32 batches")
+    assert module._options_text({"precise_bn_batches": 32}).startswith("; BatchNorm statistics")

@@ -235,17 +235,18 @@ def test_export_converts_again_when_tf2onnx_gives_a_wrong_shape_and_gives_up_aft
     folder = _folder(tmp_path, "unet")
     real_check, calls = export.check_parity, []
 
-    def flaky_check(model, data, batches):
-        calls.append(1)
+    def flaky_check(model, data, batches, expected):
+        calls.append(expected)
         if len(calls) == 1:
             raise export.ParityShapeError("ONNX output shape (1, 1, 8, 8, 1) != Keras (1, 8, 8, 1)")
-        return real_check(model, data, batches)
+        return real_check(model, data, batches, expected=expected)
 
     monkeypatch.setattr(export, "check_parity", flaky_check)
     export.export_onnx(folder, folder / "model.onnx")
     assert len(calls) == 2 and (folder / "model.onnx").is_file()
+    assert calls[0] is calls[1]  # the Keras outputs are computed once, not per attempt
 
-    def always_wrong(model, data, batches):
+    def always_wrong(model, data, batches, expected):
         raise export.ParityShapeError("wrong")
 
     monkeypatch.setattr(export, "check_parity", always_wrong)
