@@ -56,7 +56,7 @@ def keras_to_onnx(model, config: ModelConfig, *, opset: int = 17):
     def forward(image):
         return {OUTPUT_NAME: model(image, training=False)}
 
-    with native_dilated_convolutions(), resize_for_bilinear_upsampling():
+    with native_dilated_convolutions(), resize_for_bilinear_upsampling(), resize_for_nearest_upsampling():
         proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=opset)
     dropped = drop_noop_crops_after_upsampling(proto)
     if dropped:
@@ -136,6 +136,34 @@ def resize_for_bilinear_upsampling():
         yield
     finally:
         BilinearUpsample._double = original
+
+
+@contextlib.contextmanager
+def resize_for_nearest_upsampling():
+    """While tracing for export, emit `layers.repeat_2x` (SegNet's pooling mask and unpooling)
+    as one nearest-neighbour resize, which tf2onnx turns into one ONNX Resize.
+
+    ops.repeat on a dynamic shape traces to Reshape/Tile/Reshape per axis. Nearest 2x with
+    asymmetric coordinates maps output pixel i to input floor(i / 2), the same function, so
+    only the traced graph changes; the parity check compares it with the Keras model. (Not
+    tf.image.resize: its half-pixel nearest becomes ONNX's deprecated `tf_half_pixel_for_nn`,
+    which onnxruntime warns about on every session.)
+    """
+    import tensorflow as tf
+
+    from segzoo.architectures import layers
+
+    original = layers.repeat_2x
+
+    def resize(x):
+        return tf.raw_ops.ResizeNearestNeighbor(images=x, size=tf.shape(x)[1:3] * 2, align_corners=False,
+                                                half_pixel_centers=False)
+
+    layers.repeat_2x = resize
+    try:
+        yield
+    finally:
+        layers.repeat_2x = original
 
 
 def _pair(value) -> tuple[int, int]:

@@ -229,6 +229,29 @@ def test_bilinear_upsampling_exports_as_one_resize_per_2x_step(factor):
     assert BilinearUpsample._double.__qualname__ == "BilinearUpsample._double"  # restored after export
 
 
+def test_segnet_pooling_mask_and_unpooling_export_as_resize():
+    """SegNet's nearest 2x repeats (pooling mask, unpooling) become one ONNX Resize each
+    instead of run-time-shaped Reshape/Tile, and the layers are unchanged after export."""
+    import keras
+
+    from segzoo.architectures import layers
+    from segzoo.architectures.layers import MaxPoolingWithMask, MaxUnpoolingWithMask
+    from segzoo.export import check_parity, keras_to_onnx
+
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 1)(inputs)
+    pooled, mask = MaxPoolingWithMask()(x)
+    x = MaxUnpoolingWithMask()([keras.layers.Conv2D(4, 1)(pooled), mask])
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(x))
+    proto = keras_to_onnx(model, default_config("segnet", **tiny_kwargs("segnet")))
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("Resize") == 2 and "Tile" not in ops
+    # ReLU-free random input: ties inside a 2x2 window are improbable, so the mask is exact
+    batch = np.random.default_rng(3).normal(size=(2, 6, 10, 3)).astype("float32")
+    assert check_parity(model, proto.SerializeToString(), [batch]) <= 1e-5
+    assert layers.repeat_2x.__module__ == "segzoo.architectures.layers"  # restored after export
+
+
 def test_export_converts_again_when_tf2onnx_gives_a_wrong_shape_and_gives_up_after_a_few(tmp_path, monkeypatch):
     import segzoo.export as export
 

@@ -8,6 +8,14 @@ import numpy as np
 from keras import ops
 
 
+def repeat_2x(x):
+    """Nearest-neighbour 2x upsampling of (B, H, W, C): each pixel becomes a 2x2 block.
+
+    A module function so that export can trace it as one resize
+    (segzoo.export.resize_for_nearest_upsampling)."""
+    return ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)
+
+
 @keras.saving.register_keras_serializable(package="segzoo")
 class MaxPoolingWithMask(keras.layers.Layer):
     """2x2 max pooling that also returns where each maximum came from.
@@ -20,7 +28,7 @@ class MaxPoolingWithMask(keras.layers.Layer):
 
     def call(self, inputs):
         pooled = ops.max_pool(inputs, pool_size=2, strides=2, padding="valid")
-        upsampled = ops.repeat(ops.repeat(pooled, 2, axis=1), 2, axis=2)
+        upsampled = repeat_2x(pooled)
         mask = ops.cast(ops.greater_equal(inputs, upsampled), inputs.dtype)
         return pooled, mask
 
@@ -36,7 +44,7 @@ class MaxUnpoolingWithMask(keras.layers.Layer):
 
     def call(self, inputs):
         values, mask = inputs
-        upsampled = ops.repeat(ops.repeat(values, 2, axis=1), 2, axis=2)
+        upsampled = repeat_2x(values)
         return upsampled * mask
 
     def compute_output_shape(self, input_shape):
@@ -85,7 +93,7 @@ class BilinearUpsample(keras.layers.Layer):
         self._kernel_w = np.tile(taps.reshape(1, 3, 1, 1), (1, 1, channels, 1))
 
     def _double(self, x):
-        x = ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)
+        x = repeat_2x(x)
         # After repetition the first/last row is a copy of its neighbour, so
         # slicing one row replicates the border (clamped edges).
         x = ops.concatenate([x[:, :1], x, x[:, -1:]], axis=1)
