@@ -104,11 +104,8 @@ def native_dilated_convolutions():
         return original(input, filters, strides=strides, padding=padding, data_format=data_format,
                         dilations=dilations, name=name)
 
-    tf.nn.convolution = convolution
-    try:
+    with _swapped(tf.nn, "convolution", convolution):
         yield
-    finally:
-        tf.nn.convolution = original
 
 
 @contextlib.contextmanager
@@ -126,16 +123,11 @@ def resize_for_bilinear_upsampling():
 
     from segzoo.architectures.layers import BilinearUpsample
 
-    original = BilinearUpsample._double
-
     def double(self, x):
         return tf.image.resize(x, tf.shape(x)[1:3] * 2, method="bilinear")
 
-    BilinearUpsample._double = double
-    try:
+    with _swapped(BilinearUpsample, "_double", double):
         yield
-    finally:
-        BilinearUpsample._double = original
 
 
 @contextlib.contextmanager
@@ -153,17 +145,24 @@ def resize_for_nearest_upsampling():
 
     from segzoo.architectures import layers
 
-    original = layers.repeat_2x
-
     def resize(x):
         return tf.raw_ops.ResizeNearestNeighbor(images=x, size=tf.shape(x)[1:3] * 2, align_corners=False,
                                                 half_pixel_centers=False)
 
-    layers.repeat_2x = resize
+    with _swapped(layers, "repeat_2x", resize):
+        yield
+
+
+@contextlib.contextmanager
+def _swapped(owner, name: str, replacement):
+    """`owner.name` is `replacement` inside the block and the original again after it,
+    also when tracing fails."""
+    original = getattr(owner, name)
+    setattr(owner, name, replacement)
     try:
         yield
     finally:
-        layers.repeat_2x = original
+        setattr(owner, name, original)
 
 
 def _pair(value) -> tuple[int, int]:
@@ -193,13 +192,18 @@ def parity_inputs(config: ModelConfig, real_image: np.ndarray | None = None, siz
     return batches
 
 
+def keras_outputs(keras_model, batches: list[np.ndarray]) -> list[np.ndarray]:
+    """The Keras model's inference outputs on each batch, as numpy arrays."""
+    return [np.asarray(keras_model(batch, training=False)) for batch in batches]
+
+
 def check_parity(keras_model, model_bytes: bytes, batches: list[np.ndarray], atol: float = PARITY_ATOL,
                  expected: list[np.ndarray] | None = None) -> float:
     """Max |Keras - onnxruntime| over the batches; ParityError above `atol`. `expected` holds the
     Keras outputs on `batches` when the caller already has them (export retries reuse them)."""
     run = onnx_runner(model_bytes)
     if expected is None:
-        expected = [np.asarray(keras_model(batch, training=False)) for batch in batches]
+        expected = keras_outputs(keras_model, batches)
     worst = 0.0
     for batch, keras_output in zip(batches, expected):
         got = run(batch)
@@ -221,7 +225,7 @@ def export_onnx(source: str | os.PathLike, out: str | os.PathLike, *, opset: int
         raise SegzooError(f"{out}: exists; pass overwrite=True (--overwrite) to replace it")
     model, config = load_model(source)
     batches = parity_inputs(config, real_image)
-    expected = [np.asarray(model(batch, training=False)) for batch in batches]
+    expected = keras_outputs(model, batches)
     for attempt in range(1, CONVERSION_ATTEMPTS + 1):
         data = keras_to_onnx(model, config, opset=opset).SerializeToString()
         try:

@@ -160,6 +160,13 @@ def run(args: argparse.Namespace) -> Path:
 
     out = Path(args.out)
     prepare_run_folder(out, resume=args.resume, overwrite=args.overwrite)
+    state = {"epoch": 0, "best_dice": -1.0, "elapsed_s": 0.0, "dtype_policy": args.dtype_policy}
+    if args.resume:
+        state = json.loads((out / STATE_FILE).read_text())
+        trained_with = state.get("dtype_policy") or _recorded_policy(out)
+        if trained_with != args.dtype_policy:  # the checkpoint's layers keep their policy; provenance would lie
+            raise SegzooError(f"{out}: the run trains with --dtype-policy {trained_with}; "
+                              f"resume it with that, not {args.dtype_policy}")
     keras.utils.set_random_seed(args.seed)
     try:
         arch_kwargs = json.loads(args.arch_kwargs)
@@ -221,19 +228,13 @@ def run(args: argparse.Namespace) -> Path:
                                           "command": init_config.provenance.get("command")}
     if args.resume and (out / "config.json").is_file():
         started = ModelConfig.load(out).provenance
-        trained_with = started.get("dtype_policy", "float32")
-        if trained_with != args.dtype_policy:  # the checkpoint's layers keep their policy; provenance would lie
-            raise SegzooError(f"{out}: the run trains with --dtype-policy {trained_with}; "
-                              f"resume it with that, not {args.dtype_policy}")
         # The command that reproduces the run is the one that started it; resumes are listed.
         this_command = config.provenance["command"]
         config.provenance["command"] = started.get("command", this_command)
         config.provenance["resumed_with"] = [*started.get("resumed_with", []), this_command]
 
-    state = {"epoch": 0, "best_dice": -1.0, "elapsed_s": 0.0}
     ckpt = out / CHECKPOINT_DIR / "last.keras"
     if args.resume:
-        state = json.loads((out / STATE_FILE).read_text())
         model = keras.saving.load_model(ckpt)
         log.info("resumed from epoch %d (best validation Dice %.4f)", state["epoch"], state["best_dice"])
     else:
@@ -280,6 +281,13 @@ def run(args: argparse.Namespace) -> Path:
         _choose_threshold(out, val_images, val_masks, args.val_tta)
         tune_postprocessing(out, args.data)
     return out
+
+
+def _recorded_policy(out: Path) -> str:
+    """The dtype policy of a run whose state file predates recording it: its config.json's
+    provenance (absent = float32)."""
+    config = out / CONFIG_FILENAME
+    return ModelConfig.load(config).provenance.get("dtype_policy", "float32") if config.is_file() else "float32"
 
 
 def _model_folder(source: str) -> Path:

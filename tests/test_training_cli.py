@@ -208,6 +208,11 @@ def test_bfloat16_training_saves_a_float32_model_and_resumes_in_bfloat16(trained
     assert checkpoint.get_layer("probabilities").compute_dtype == "float32"
     assert train_main(_train_args(data, out, "--resume")) == 2
     assert "resume it with that, not float32" in capsys.readouterr().err
+    config_file = out / "config.json"  # the state file records the policy: no model folder needed
+    config_file.rename(out / "config.json.aside")
+    assert train_main(_train_args(data, out, "--resume")) == 2
+    assert "resume it with that, not float32" in capsys.readouterr().err
+    (out / "config.json.aside").rename(config_file)
     assert train_main(_train_args(data, out, "--dtype-policy", "mixed_bfloat16", "--resume")) == 0
     rows = list(csv.DictReader((out / "training_log.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"] and all(np.isfinite(float(r["loss"])) for r in rows)
