@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> Path:
 
     from segzoo import __version__
     from segzoo.model_io import default_config, save_model
-    from segzoo.data.pipeline import make_dataset, patch_batches
+    from segzoo.data.pipeline import make_dataset, patch_batches, stream_workers
 
     out = Path(args.out)
     prepare_run_folder(out, resume=args.resume, overwrite=args.overwrite)
@@ -265,8 +265,13 @@ def run(args: argparse.Namespace) -> Path:
                            start_step=state["epoch"] * args.steps_per_epoch)
 
     def statistics_batches():  # the same held-apart patch stream every epoch (steps training never reaches)
-        stream = patch_batches(sampler, args.batch_size, config.preprocessing, seed=args.seed, start_step=10**9)
-        return (next(stream)[0] for _ in range(args.precise_bn))
+        stream = patch_batches(sampler, args.batch_size, config.preprocessing, seed=args.seed, start_step=10**9,
+                               workers=stream_workers())
+        try:
+            for _ in range(args.precise_bn):
+                yield next(stream)[0]
+        finally:
+            stream.close()  # stops its threads, if any
 
     monitor = _Monitor(args, config, out, state, val_images, val_masks, save_model, statistics_batches)
     if state["epoch"] < args.epochs and not monitor.out_of_time(0.0):
@@ -376,13 +381,20 @@ def tune_postprocessing(folder: str | Path, data: str | Path) -> dict | None:
 
 
 def _devices() -> str:
-    try:
+    """What the run trains on, for the log: the accelerators the Keras backend sees, or the CPU."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
         import tensorflow as tf
 
         gpus = tf.config.list_physical_devices("GPU")
         return f"{len(gpus)} GPU(s)" if gpus else f"CPU ({os.cpu_count()} cores)"
-    except ImportError:  # another Keras backend
-        return "non-TensorFlow backend"
+    if backend == "jax":
+        import jax
+
+        devices = [d for d in jax.devices() if d.platform != "cpu"]
+        if devices:
+            return f"{len(devices)} {devices[0].device_kind} (JAX)"
+    return f"CPU ({os.cpu_count()} cores, {backend} backend)"
 
 
 def _choose_threshold(out: Path, val_images, val_masks, tta: bool) -> None:

@@ -60,3 +60,17 @@ def test_tf_data_pipeline_shapes():
     x, y = next(iter(ds))
     assert tuple(x.shape) == (3, 16, 16, 3) and tuple(y.shape) == (3, 16, 16, 1)
     assert x.dtype.name == "float32"
+
+
+def test_threaded_stream_is_the_same_stream():
+    """Other backends draw batches in a thread pool; the batches and their order must not change."""
+    images, masks = _tiles()
+    sampler = PatchSampler(images, masks, 24)
+    prep = Preprocessing()
+    serial = patch_batches(sampler, 2, prep, seed=7, start_step=3)
+    threaded = patch_batches(sampler, 2, prep, seed=7, start_step=3, workers=3, ahead=4)
+    for _ in range(9):
+        (x1, y1), (x2, y2) = next(serial), next(threaded)
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    threaded.close()  # stops the pool; pending batches are dropped
