@@ -63,9 +63,21 @@ def _options_text(prov: dict) -> str:
     return "".join(f"; {sentence(prov[key])}" for key, sentence in OPTION_SENTENCES.items() if prov.get(key))
 
 
-def _split_text(prov: dict) -> str:
+def _validation_curve_text(rows: list[dict]) -> str:
+    """The validation run's best and last validation Dice, from its log rows ("" without rows)."""
+    dice = [float(r["val_dice"]) for r in rows if r.get("val_dice") not in (None, "", "nan")]
+    if not dice:
+        return ""
+    best = max(range(len(dice)), key=dice.__getitem__)
+    return (f" Its validation Dice at threshold 0.5 peaked at {dice[best]:.4f} (epoch {best + 1}) and was\n"
+            f"{dice[-1]:.4f} at its last epoch ({len(dice)}); a refit keeps the last epoch, so the last value is the\n"
+            f"one that describes this recipe (the peak of a noisy curve is biased upwards).")
+
+
+def _split_text(prov: dict, validation_rows: list[dict] | None = None) -> str:
     """How the validation split was used: checkpoint/threshold selection, or a separate
-    validation run whose settings a refit on every training tile reused."""
+    validation run whose settings a refit on every training tile reused (with that run's
+    validation Dice when its log is given)."""
     refit = prov.get("settings_from")
     if not refit:
         val = prov.get("val_stems", [])
@@ -78,13 +90,15 @@ def _split_text(prov: dict) -> str:
             f"trained with the same recipe on all {len(prov.get('train_stems', []))} training tiles (`--val-fraction 0\n"
             f"--settings-from`); with no validation tiles left, the last epoch is the model. The validation\n"
             f"run's command:\n\n```\n{refit.get('command') or '(not recorded)'}\n```\n\n"
-            f"and its log is `training_log_validation.csv`.")
+            f"and its log is `training_log_validation.csv`.{_validation_curve_text(validation_rows or [])}")
 
 
 def render(folder: Path) -> str:
     config = json.loads((folder / "config.json").read_text())
     metrics = json.loads((folder / "metrics.json").read_text())
     log_rows = list(csv.DictReader(open(folder / "training_log.csv")))
+    validation_log = folder / "training_log_validation.csv"
+    validation_rows = list(csv.DictReader(open(validation_log))) if validation_log.is_file() else []
     name = config.get("name") or folder.name
     arch = config["architecture"]
     arch_text, tag = ARCH_NOTES.get(arch, (arch, arch))
@@ -180,7 +194,7 @@ overlay, CSV of per-nucleus measurements).
 
 MoNuSeg 2018 training set (Kumar et al., IEEE TMI 2017 and 2020): 30 tiles of 1000x1000. Ground
 truth: the XML polygons where present (13 tiles), otherwise the released binary masks (17 tiles);
-pixel (row r, column c) is nucleus when the point (x=c, y=r) lies inside a polygon. {_split_text(prov)}
+pixel (row r, column c) is nucleus when the point (x=c, y=r) lies inside a polygon. {_split_text(prov, validation_rows)}
 The test set was used only for the final numbers below.
 
 ## Training

@@ -96,3 +96,14 @@ def test_card_names_the_training_options_a_run_used():
     assert text.count("; ") >= 3
     assert text.index("momentum\n0.998, about the last 500 steps") < text.index("`mixed_bfloat16`") < text.index("over 32 batches")
     assert module._options_text({"precise_bn_batches": 32}).startswith("; BatchNorm statistics")
+
+
+def test_card_quotes_the_validation_runs_peak_and_last_dice():
+    """A refit's card gives the validation run's last-epoch Dice beside its (upward-biased) peak."""
+    module = _card_script()
+    rows = [{"val_dice": v} for v in ("0.7", "0.81", "0.805")]
+    text = module._validation_curve_text(rows)
+    assert "peaked at 0.8100 (epoch 2)" in text and "0.8050 at its last epoch (3)" in text
+    assert module._validation_curve_text([]) == "" and module._validation_curve_text([{"val_dice": "nan"}]) == ""
+    refit = {"settings_from": {"val_stems": ["a"], "command": "segzoo train"}, "train_stems": ["b", "c"]}
+    assert "peaked at 0.8100" in module._split_text(refit, rows)
