@@ -161,9 +161,13 @@ def run(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     prepare_run_folder(out, resume=args.resume, overwrite=args.overwrite)
     state = {"epoch": 0, "best_dice": -1.0, "elapsed_s": 0.0, "dtype_policy": args.dtype_policy}
+    started: dict = {}  # provenance of the run being resumed, once its model folder exists
     if args.resume:
         state = json.loads((out / STATE_FILE).read_text())
-        trained_with = state.get("dtype_policy") or _recorded_policy(out)
+        if (out / CONFIG_FILENAME).is_file():
+            started = ModelConfig.load(out).provenance
+        # state files from before the policy was recorded: the provenance's (absent = float32)
+        trained_with = state.get("dtype_policy") or started.get("dtype_policy", "float32")
         if trained_with != args.dtype_policy:  # the checkpoint's layers keep their policy; provenance would lie
             raise SegzooError(f"{out}: the run trains with --dtype-policy {trained_with}; "
                               f"resume it with that, not {args.dtype_policy}")
@@ -226,8 +230,7 @@ def run(args: argparse.Namespace) -> Path:
     if init_config is not None:
         config.provenance["init_from"] = {"source": args.init_from, "name": init_config.name,
                                           "command": init_config.provenance.get("command")}
-    if args.resume and (out / "config.json").is_file():
-        started = ModelConfig.load(out).provenance
+    if started:
         # The command that reproduces the run is the one that started it; resumes are listed.
         this_command = config.provenance["command"]
         config.provenance["command"] = started.get("command", this_command)
@@ -265,13 +268,9 @@ def run(args: argparse.Namespace) -> Path:
                            start_step=state["epoch"] * args.steps_per_epoch)
 
     def statistics_batches():  # the same held-apart patch stream every epoch (steps training never reaches)
-        stream = patch_batches(sampler, args.batch_size, config.preprocessing, seed=args.seed, start_step=10**9,
-                               workers=stream_workers())
-        try:
-            for _ in range(args.precise_bn):
-                yield next(stream)[0]
-        finally:
-            stream.close()  # stops its threads, if any
+        return (images for images, _ in patch_batches(sampler, args.batch_size, config.preprocessing, seed=args.seed,
+                                                      start_step=10**9, count=args.precise_bn,
+                                                      workers=stream_workers()))
 
     monitor = _Monitor(args, config, out, state, val_images, val_masks, save_model, statistics_batches)
     if state["epoch"] < args.epochs and not monitor.out_of_time(0.0):
@@ -286,13 +285,6 @@ def run(args: argparse.Namespace) -> Path:
         _choose_threshold(out, val_images, val_masks, args.val_tta)
         tune_postprocessing(out, args.data)
     return out
-
-
-def _recorded_policy(out: Path) -> str:
-    """The dtype policy of a run whose state file predates recording it: its config.json's
-    provenance (absent = float32)."""
-    config = out / CONFIG_FILENAME
-    return ModelConfig.load(config).provenance.get("dtype_policy", "float32") if config.is_file() else "float32"
 
 
 def _model_folder(source: str) -> Path:

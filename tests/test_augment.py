@@ -74,3 +74,15 @@ def test_threaded_stream_is_the_same_stream():
         np.testing.assert_array_equal(x1, x2)
         np.testing.assert_array_equal(y1, y2)
     threaded.close()  # stops the pool; pending batches are dropped
+
+
+def test_a_counted_stream_ends_after_count_batches():
+    """count= makes the stream finite (the precise-BN statistics use it), serial or threaded."""
+    images, masks = _tiles()
+    sampler = PatchSampler(images, masks, 16)
+    prep = Preprocessing()
+    serial = list(patch_batches(sampler, 1, prep, seed=2, start_step=4, count=5))
+    threaded = list(patch_batches(sampler, 1, prep, seed=2, start_step=4, count=5, workers=3, ahead=2))
+    assert len(serial) == len(threaded) == 5
+    for (x1, _), (x2, _) in zip(serial, threaded):
+        np.testing.assert_array_equal(x1, x2)

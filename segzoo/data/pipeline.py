@@ -4,6 +4,7 @@ TensorFlow backend and as a thread-prefetched Python generator on the others (JA
 from __future__ import annotations
 
 import collections
+import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -24,27 +25,28 @@ def patch_batch(sampler: PatchSampler, batch_size: int, prep: Preprocessing, *, 
 
 
 def patch_batches(sampler: PatchSampler, batch_size: int, prep: Preprocessing, *, seed: int,
-                  start_step: int = 0, workers: int = 1, ahead: int | None = None):
-    """Infinite generator of batches start_step, start_step + 1, ... (see patch_batch); a resumed
-    run continues with exactly the batches it would have seen.
+                  start_step: int = 0, count: int | None = None, workers: int = 1, ahead: int | None = None):
+    """Generator of batches start_step, start_step + 1, ... (see patch_batch): `count` of them, or
+    without end when count is None; a resumed run continues with exactly the batches it would
+    have seen.
 
     With workers > 1, up to `ahead` batches (default 2 x workers) are drawn in a thread pool
     while the caller trains; each batch is a function of its step alone, so the stream is the
     same for any number of workers."""
+    steps = itertools.count(start_step) if count is None else iter(range(start_step, start_step + count))
     if workers <= 1:
-        step = start_step
-        while True:
+        for step in steps:
             yield patch_batch(sampler, batch_size, prep, seed=seed, step=step)
-            step += 1
+        return
     ahead = ahead or 2 * workers
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="segzoo-patches") as pool:
         pending: collections.deque = collections.deque()
-        step = start_step
         try:
             while True:
-                while len(pending) < ahead:
+                for step in itertools.islice(steps, ahead - len(pending)):
                     pending.append(pool.submit(patch_batch, sampler, batch_size, prep, seed=seed, step=step))
-                    step += 1
+                if not pending:
+                    return
                 yield pending.popleft().result()
         finally:
             for future in pending:
