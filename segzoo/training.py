@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-tta", action="store_true", help="D4 test-time augmentation for validation")
     p.add_argument("--no-augment", action="store_true", help="disable all augmentation")
     p.add_argument("--hed-sigma", type=float, default=AugmentConfig.hed_sigma)
+    p.add_argument("--intensity-augment", action="store_true",
+                   help="add nnU-Net-style gamma, blur and noise augmentation (see segzoo.data.augment)")
     p.add_argument("--scale-jitter", type=float, nargs=2, default=[AugmentConfig.scale_min, AugmentConfig.scale_max],
                    metavar=("MIN", "MAX"))
     p.add_argument("--min-object-size", type=int, default=10)
@@ -261,7 +263,8 @@ def run(args: argparse.Namespace) -> Path:
                       loss=loss_fn)
     log.info("model %s: %d parameters; devices: %s", args.architecture, model.count_params(), _devices())
 
-    augment = AugmentConfig.disabled() if args.no_augment else AugmentConfig(
+    augment = AugmentConfig.disabled() if args.no_augment else (
+        AugmentConfig.with_intensity if args.intensity_augment else AugmentConfig)(
         hed_sigma=args.hed_sigma, scale_min=args.scale_jitter[0], scale_max=args.scale_jitter[1])
     sampler = PatchSampler(train_images, train_masks, args.patch_size, augment)
     dataset = make_dataset(sampler, args.batch_size, config.preprocessing, seed=args.seed,

@@ -86,3 +86,24 @@ def test_a_counted_stream_ends_after_count_batches():
     assert len(serial) == len(threaded) == 5
     for (x1, _), (x2, _) in zip(serial, threaded):
         np.testing.assert_array_equal(x1, x2)
+
+
+def test_intensity_augmentation_changes_pixels_not_masks_and_leaves_the_default_stream_alone():
+    images, masks = _tiles()
+    default = PatchSampler(images, masks, 32)
+    plain = PatchSampler(images, masks, 32, AugmentConfig(gamma_prob=0.0, blur_prob=0.0, noise_prob=0.0))
+    for seed in range(5):  # probabilities of 0 draw nothing: the released recipe's patches are unchanged
+        a, b = default.sample(np.random.default_rng(seed)), plain.sample(np.random.default_rng(seed))
+        np.testing.assert_array_equal(a[0], b[0])
+    always = AugmentConfig(gamma_prob=1.0, blur_prob=1.0, noise_prob=1.0)
+    jittered = PatchSampler(images, masks, 32, always)
+    base = PatchSampler(images, masks, 32, AugmentConfig())
+    changed = 0
+    for seed in range(5):
+        (img_j, msk_j), (img_b, msk_b) = (jittered.sample(np.random.default_rng(seed)),
+                                          base.sample(np.random.default_rng(seed)))
+        np.testing.assert_array_equal(msk_j, msk_b)  # same crop and transform; only intensities move
+        assert img_j.dtype == np.uint8
+        changed += int(np.abs(img_j.astype(int) - img_b.astype(int)).mean() > 1)
+    assert changed == 5
+    assert AugmentConfig.with_intensity().blur_prob > 0

@@ -5,7 +5,10 @@ patch/s, s log-uniform in [scale_min, scale_max], resized back to the patch
 size; bilinear for the image, nearest for the mask), a random D4 transform
 (4 rotations x flip), and colour jitter in HED stain space (Tellez et al. 2018:
 each stain channel scaled by 1+U(-sigma, sigma) and shifted by U(-bias, bias))
-plus brightness/contrast jitter. The same seed gives the same patches.
+plus brightness/contrast jitter. Optional intensity augmentations in the style of
+nnU-Net (Isensee et al. 2021), off by default: gamma, Gaussian blur (focus) and
+Gaussian noise, each applied with its own probability. The same seed gives the
+same patches.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage as ndi
 from skimage.color import hed2rgb, rgb2hed
 
 
@@ -26,11 +30,41 @@ class AugmentConfig:
     hed_bias: float = 0.02
     brightness: float = 0.1
     contrast: float = 0.1
+    gamma_prob: float = 0.0
+    gamma_range: tuple[float, float] = (0.7, 1.5)
+    blur_prob: float = 0.0
+    blur_sigma_range: tuple[float, float] = (0.5, 1.5)
+    noise_prob: float = 0.0
+    noise_std_max: float = 10.0  # uint8 grey levels
 
     @classmethod
     def disabled(cls) -> "AugmentConfig":
         return cls(d4=False, scale_min=1.0, scale_max=1.0, hed_sigma=0.0, hed_bias=0.0,
                    brightness=0.0, contrast=0.0)
+
+    @classmethod
+    def with_intensity(cls, **kwargs) -> "AugmentConfig":
+        """The default augmentation plus nnU-Net's intensity set: gamma (p=0.3), blur (p=0.2),
+        noise (p=0.15), which mimic scanner focus, sensor noise and exposure differences
+        between the sites of a multi-centre test set."""
+        return cls(gamma_prob=0.3, blur_prob=0.2, noise_prob=0.15, **kwargs)
+
+
+def intensity_jitter(image: np.ndarray, rng: np.random.Generator, aug: AugmentConfig) -> np.ndarray:
+    """Gamma, then Gaussian blur, then Gaussian noise, each with its own probability; uint8
+    in, uint8 out. Draws nothing from `rng` when every probability is 0, so the default
+    patch stream does not change."""
+    if aug.gamma_prob <= 0 and aug.blur_prob <= 0 and aug.noise_prob <= 0:
+        return image
+    out = image.astype(np.float32)
+    if aug.gamma_prob > 0 and rng.random() < aug.gamma_prob:
+        out = 255.0 * (out / 255.0) ** rng.uniform(*aug.gamma_range)
+    if aug.blur_prob > 0 and rng.random() < aug.blur_prob:
+        sigma = rng.uniform(*aug.blur_sigma_range)
+        out = ndi.gaussian_filter(out, sigma=(sigma, sigma, 0), mode="reflect")
+    if aug.noise_prob > 0 and rng.random() < aug.noise_prob:
+        out = out + rng.normal(0.0, rng.uniform(0.0, aug.noise_std_max), size=out.shape).astype(np.float32)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
 def hed_jitter(image: np.ndarray, rng: np.random.Generator, sigma: float, bias: float) -> np.ndarray:
@@ -90,4 +124,5 @@ class PatchSampler:
             b = rng.uniform(-aug.brightness, aug.brightness) * 255.0
             mean = img.mean()
             img = np.clip((img.astype(np.float32) - mean) * c + mean + b, 0, 255).astype(np.uint8)
+        img = intensity_jitter(img, rng, aug)
         return np.ascontiguousarray(img), np.ascontiguousarray(msk, dtype=np.float32)[..., None]
