@@ -7,6 +7,11 @@ megapixels/s, peak RSS and throughput relative to Keras, and the network's forwa
 alone on the same padded tile (the part the runtime changes). For a large synthetic image
 (the tile repeated to --large x --large): wall time, megapixels/s and peak RSS.
 
+The roofline: each model's convolution work on the padded tile (GFLOP, counted from
+model.onnx) and each runtime's network speed in GFLOP/s, beside this machine's float32
+matrix-multiply speed (numpy's BLAS on a 4096x4096 product, all cores). A model's work
+divided by that speed is the network time no fp32 runtime is likely to beat here.
+
     python scripts/benchmark.py --models unet-monuseg --json benchmark.json --markdown benchmark.md
 """
 
@@ -86,11 +91,57 @@ def child(args) -> None:
             predictor.run_batch(batch)
             forward.append(time.perf_counter() - start)
         result["forward_ms"] = 1000 * statistics.median(forward)
+        result["padded"] = list(batch.shape[1:3])
         result.update(size=f"{shape[1]}x{shape[0]}", median_ms=1000 * statistics.median(times),
                       p95_ms=1000 * p95, mp_per_s=shape[0] * shape[1] / 1e6 / statistics.median(times),
                       repeats=args.repeats, nuclei=out.num_nuclei)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(result), flush=True)
+
+
+def convolution_gflop(onnx_path: Path, height: int, width: int) -> float:
+    """Multiply-adds x 2 of every Conv and ConvTranspose for one (1, height, width, 3) input,
+    from ONNX shape inference on a copy of the graph with that input shape fixed."""
+    import numpy as np
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    for dim, value in zip(model.graph.input[0].type.tensor_type.shape.dim, (1, height, width, 3)):
+        dim.ClearField("dim_param")
+        dim.dim_value = value
+    model = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(model.graph.value_info) + list(model.graph.output)}
+    weights = {init.name: list(init.dims) for init in model.graph.initializer}
+    total = 0
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "ConvTranspose"):
+            continue
+        # Conv: each output element sums (C_in/group x kh x kw) products; ConvTranspose: each
+        # input element is spread over (C_out/group x kh x kw) outputs.
+        counted = node.output[0] if node.op_type == "Conv" else node.input[0]
+        shape = shapes.get(counted)
+        if not shape or 0 in shape:
+            raise ValueError(f"{onnx_path}: no static shape for {node.op_type} {node.name!r}")
+        total += 2 * int(np.prod(shape)) * int(np.prod(weights[node.input[1]][1:]))
+    return total / 1e9
+
+
+def sgemm_gflops(size: int = 4096, repeats: int = 5) -> float:
+    """This machine's float32 matrix-multiply speed (numpy's BLAS, all cores), best of `repeats`."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random((size, size), dtype=np.float32), rng.random((size, size), dtype=np.float32)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * size ** 3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def resolve_folder(model: str) -> Path:
@@ -117,8 +168,8 @@ def markdown(rows: list[dict], large_rows: list[dict], meta: dict) -> str:
              f"end to end per image (read, tiles, blend, threshold, instances); "
              f"{meta['repeats']} repeats after {meta['warmup']} warm-up.", "",
              "| model | runtime | tile | median ms | p95 ms | MP/s | peak RSS MB | speed vs Keras "
-             "| network alone ms | network speed vs Keras |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| network alone ms | network speed vs Keras | network GFLOP/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     keras = {r["model"]: r for r in rows if r["runtime"] == "keras"}
 
     def ratio(r: dict, key: str) -> str:
@@ -127,9 +178,25 @@ def markdown(rows: list[dict], large_rows: list[dict], meta: dict) -> str:
 
     for r in rows:
         forward = f"{r['forward_ms']:.0f}" if r.get("forward_ms") else "-"
+        gflop = meta.get("gflop", {}).get(r["model"])
+        speed = f"{gflop / r['forward_ms'] * 1000:.0f}" if gflop and r.get("forward_ms") else "-"
         lines.append(f"| {r['model']} | {r['runtime']} | {r['size']} | {r['median_ms']:.0f} | {r['p95_ms']:.0f} | "
                      f"{r['mp_per_s']:.2f} | {r['peak_rss_mb']:.0f} | {ratio(r, 'median_ms')} | {forward} | "
-                     f"{ratio(r, 'forward_ms')} |")
+                     f"{ratio(r, 'forward_ms')} | {speed} |")
+    if meta.get("gflop") and meta.get("sgemm_gflops"):
+        peak = meta["sgemm_gflops"]
+        lines += ["", f"Roofline: this machine multiplies float32 matrices at {peak:.0f} GFLOP/s (numpy BLAS, "
+                  "4096x4096, all cores). A network's convolution work at that speed is the time no fp32 "
+                  "runtime is likely to beat here.", "",
+                  "| model | padded tile | convolution GFLOP | network at the matmul speed ms | onnx-fp32 network speed / matmul speed |",
+                  "|---|---|---|---|---|"]
+        fp32 = {r["model"]: r for r in rows if r["runtime"] == "onnx-fp32"}
+        for model, gflop in meta["gflop"].items():
+            floor = gflop / peak * 1000
+            row = fp32.get(model, {})
+            share = f"{floor / row['forward_ms']:.0%}" if row.get("forward_ms") else "-"
+            padded = "x".join(str(v) for v in reversed(row.get("padded", []))) or "-"
+            lines.append(f"| {model} | {padded} | {gflop:.1f} | {floor:.0f} | {share} |")
     if large_rows:
         lines += ["", "| model | runtime | image | wall s | MP/s | peak RSS MB |", "|---|---|---|---|---|---|"]
         for r in large_rows:
@@ -181,7 +248,10 @@ def main(argv=None) -> int:
                 print(json.dumps(row), flush=True)
     meta = {"cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
             "python": platform.python_version(), "image": str(image), "repeats": args.repeats,
-            "warmup": args.warmup}
+            "warmup": args.warmup, "sgemm_gflops": sgemm_gflops(), "gflop": {}}
+    for row in rows:
+        if row["runtime"] == "onnx-fp32" and row.get("padded"):
+            meta["gflop"][row["model"]] = convolution_gflop(resolve_folder(row["model"]) / "model.onnx", *row["padded"])
     table = markdown(rows, large_rows, meta)
     print(table)
     if args.json:

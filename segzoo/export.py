@@ -20,7 +20,7 @@ from segzoo.config import ModelConfig, atomic_write_bytes
 from segzoo.errors import SegzooError
 from segzoo.onnx_runtime import (INPUT_NAME, META_CONFIG, META_GRAPH_SHA, META_VERSION, OUTPUT_NAME,
                                  graph_sha256, onnx_runner)
-from segzoo.onnx_rewrite import drop_noop_crops_after_upsampling
+from segzoo.onnx_rewrite import drop_noop_crops_after_upsampling, split_concatenated_convolutions
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,9 @@ def keras_to_onnx(model, config: ModelConfig, *, opset: int = 17):
     dropped = drop_noop_crops_after_upsampling(proto)
     if dropped:
         log.info("dropped %d no-op Slice/Pad pair(s) after up-convolutions", dropped)
+    split = split_concatenated_convolutions(proto)
+    if split:
+        log.info("split %d Concat -> Conv pair(s) into per-input convolutions", split)
     del proto.metadata_props[:]
     proto.producer_name = "segzoo"
     proto.producer_version = __version__

@@ -164,6 +164,43 @@ def test_export_drops_the_noop_crop_after_stride_sized_up_convolutions(tmp_path)
     assert ops.count("ConvTranspose") == tiny_kwargs("unet").get("depth", 4) and "Pad" not in ops
 
 
+def test_export_splits_each_decoder_concat_into_per_input_convolutions(tmp_path):
+    from segzoo.export import export_onnx
+
+    folder = _folder(tmp_path, "unet")
+    export_onnx(folder, folder / "model.onnx")  # parity with Keras is part of the export
+    ops = _op_types(folder / "model.onnx")
+    assert "Concat" not in ops and ops.count("Add") == tiny_kwargs("unet").get("depth", 4)
+
+
+def test_split_concatenated_convolution_gives_the_same_output():
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    from segzoo.onnx_rewrite import split_concatenated_convolutions
+
+    rng = np.random.default_rng(0)
+    sizes = (3, 5, 2)
+    inputs = [helper.make_tensor_value_info(f"x{i}", onnx.TensorProto.FLOAT, ["n", c, "h", "w"])
+              for i, c in enumerate(sizes)]
+    weight = numpy_helper.from_array(rng.normal(size=(4, sum(sizes), 3, 3)).astype(np.float32), "w")
+    bias = numpy_helper.from_array(rng.normal(size=4).astype(np.float32), "b")
+    nodes = [helper.make_node("Concat", [f"x{i}" for i in range(3)], ["cat"], axis=1),
+             helper.make_node("Conv", ["cat", "w", "b"], ["y"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["y"], ["out"])]
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("out", 1, ["n", 4, "h", "w"])],
+                              initializer=[weight, bias])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feeds = {f"x{i}": rng.normal(size=(2, c, 7, 9)).astype(np.float32) for i, c in enumerate(sizes)}
+    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    assert split_concatenated_convolutions(model) == 1
+    assert [n.op_type for n in model.graph.node].count("Conv") == 3
+    assert "Concat" not in [n.op_type for n in model.graph.node]
+    after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    np.testing.assert_allclose(after, before, atol=1e-5)
+
+
 def test_export_keeps_the_crop_of_other_up_convolutions(tmp_path):
     """kernel 3 / stride 2 'same': ONNX gives 2H+1 rows and tf2onnx's Slice crops one; it must stay."""
     import keras
