@@ -2,7 +2,8 @@
 """Speed and memory of the zoo's runtimes, end to end (read, tile, blend, threshold, instances).
 
 Each measurement runs in its own process so peak RSS belongs to that runtime alone.
-For a 1000x1000 tile: median and p95 latency over --repeats runs after --warmup runs,
+For a 1000x1000 tile: median and p95 latency over --rounds x --repeats runs (each process
+warms up with --warmup runs first),
 megapixels/s, peak RSS and throughput relative to Keras, and the network's forward pass
 alone on the same padded tile (the part the runtime changes). For a large synthetic image
 (the tile repeated to --large x --large): wall time, megapixels/s and peak RSS.
@@ -78,8 +79,6 @@ def child(args) -> None:
             start = time.perf_counter()
             out = predictor.predict(args.image)
             times.append(time.perf_counter() - start)
-        times.sort()
-        p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
         # The network alone on the same (normalised, stride-padded) tile: what the runtime changes.
         from segzoo.preprocessing import normalize, pad_to_multiple
 
@@ -90,11 +89,9 @@ def child(args) -> None:
             start = time.perf_counter()
             predictor.run_batch(batch)
             forward.append(time.perf_counter() - start)
-        result["forward_ms"] = 1000 * statistics.median(forward)
-        result["padded"] = list(batch.shape[1:3])
-        result.update(size=f"{shape[1]}x{shape[0]}", median_ms=1000 * statistics.median(times),
-                      p95_ms=1000 * p95, mp_per_s=shape[0] * shape[1] / 1e6 / statistics.median(times),
-                      repeats=args.repeats, nuclei=out.num_nuclei)
+        result.update(size=f"{shape[1]}x{shape[0]}", pixels=shape[0] * shape[1], padded=list(batch.shape[1:3]),
+                      times_ms=[1000 * t for t in times], forward_times_ms=[1000 * t for t in forward],
+                      nuclei=out.num_nuclei)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -144,6 +141,20 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def summarize(measurements: list[dict]) -> dict:
+    """One row from the rounds of one (model, runtime): median and p95 over every repeat of
+    every round, the largest peak RSS."""
+    row = {k: v for k, v in measurements[0].items() if k not in ("times_ms", "forward_times_ms", "peak_rss_mb")}
+    times = sorted(t for m in measurements for t in m["times_ms"])
+    forward = [t for m in measurements for t in m["forward_times_ms"]]
+    median = statistics.median(times)
+    row.update(median_ms=median, p95_ms=times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))],
+               mp_per_s=row.pop("pixels") / 1e3 / median, forward_ms=statistics.median(forward),
+               repeats=len(times), rounds=len(measurements),
+               peak_rss_mb=max(m["peak_rss_mb"] for m in measurements))
+    return row
+
+
 def resolve_folder(model: str) -> Path:
     path = Path(model)
     if path.is_dir():
@@ -166,7 +177,8 @@ def run_child(model: str, runtime: str, image: Path, *, repeats: int, warmup: in
 def markdown(rows: list[dict], large_rows: list[dict], meta: dict) -> str:
     lines = [f"Benchmark: {meta['cpu_count']} CPU cores, {meta['machine']}, Python {meta['python']}; "
              f"end to end per image (read, tiles, blend, threshold, instances); "
-             f"{meta['repeats']} repeats after {meta['warmup']} warm-up.", "",
+             f"{meta.get('rounds', 1)} rounds (a fresh process per model, runtime and round, runtimes "
+             f"interleaved) of {meta['repeats']} repeats after {meta['warmup']} warm-up.", "",
              "| model | runtime | tile | median ms | p95 ms | MP/s | peak RSS MB | speed vs Keras "
              "| network alone ms | network speed vs Keras | network GFLOP/s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -210,7 +222,10 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", default=None, help="zoo names or folders (default: all in model_cards/)")
     p.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=list(RUNTIMES))
     p.add_argument("--image", type=Path, default=None, help="tile to time (default: first MoNuSeg test tile)")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5, help="timed predictions per process")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="processes per (model, runtime), interleaved across runtimes so that a machine "
+                        "that speeds up or slows down during the run does not bias the ratios")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--large", type=int, default=10000, help="side of the large synthetic image (0: skip)")
     p.add_argument("--large-runtime", default="onnx-fp32", choices=list(RUNTIMES))
@@ -233,14 +248,19 @@ def main(argv=None) -> int:
     large_models = set(args.large_models or models[:1])
     for model in models:
         folder = resolve_folder(model)
-        for runtime in args.runtimes:
-            if not (folder / RUNTIMES[runtime][1]).is_file():
-                print(f"skip {model}/{runtime}: no {RUNTIMES[runtime][1]}", file=sys.stderr)
-                continue
-            row = run_child(model, runtime, image, repeats=args.repeats, warmup=args.warmup)
-            if row:
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+        runtimes = [r for r in args.runtimes if (folder / RUNTIMES[r][1]).is_file()]
+        for runtime in sorted(set(args.runtimes) - set(runtimes)):
+            print(f"skip {model}/{runtime}: no {RUNTIMES[runtime][1]}", file=sys.stderr)
+        measured: dict[str, list[dict]] = {r: [] for r in runtimes}
+        for _ in range(args.rounds):
+            for runtime in runtimes:
+                result = run_child(model, runtime, image, repeats=args.repeats, warmup=args.warmup)
+                if result:
+                    measured[runtime].append(result)
+        for runtime in runtimes:
+            if measured[runtime]:
+                rows.append(summarize(measured[runtime]))
+                print(json.dumps(rows[-1]), flush=True)
         if args.large and model in large_models and (folder / RUNTIMES[args.large_runtime][1]).is_file():
             row = run_child(model, args.large_runtime, image, repeats=1, warmup=0, large=args.large)
             if row:
@@ -248,7 +268,7 @@ def main(argv=None) -> int:
                 print(json.dumps(row), flush=True)
     meta = {"cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
             "python": platform.python_version(), "image": str(image), "repeats": args.repeats,
-            "warmup": args.warmup, "sgemm_gflops": sgemm_gflops(), "gflop": {}}
+            "rounds": args.rounds, "warmup": args.warmup, "sgemm_gflops": sgemm_gflops(), "gflop": {}}
     for row in rows:
         if row["runtime"] == "onnx-fp32" and row.get("padded"):
             meta["gflop"][row["model"]] = convolution_gflop(resolve_folder(row["model"]) / "model.onnx", *row["padded"])
