@@ -10,8 +10,9 @@ alone on the same padded tile (the part the runtime changes). For a large synthe
 
 The roofline: each model's convolution work on the padded tile (GFLOP, counted from
 model.onnx) and each runtime's network speed in GFLOP/s, beside this machine's float32
-matrix-multiply speed (numpy's BLAS on a 4096x4096 product, all cores). A model's work
-divided by that speed is the network time no fp32 runtime is likely to beat here.
+matrix-multiply speed (the faster of numpy's BLAS and onnxruntime's MatMul on a 4096x4096
+product, all cores). A model's work divided by that speed is roughly the network time no fp32
+runtime beats here.
 
     python scripts/benchmark.py --models unet-monuseg --json benchmark.json --markdown benchmark.md
 """
@@ -225,11 +226,12 @@ def markdown(rows: list[dict], large_rows: list[dict], meta: dict) -> str:
         lines.append(f"| {r['model']} | {r['runtime']} | {r['size']} | {r['median_ms']:.0f} | {r['p95_ms']:.0f} | "
                      f"{r['mp_per_s']:.2f} | {r['peak_rss_mb']:.0f} | {ratio(r, 'median_ms')} | {forward} | "
                      f"{ratio(r, 'forward_ms')} | {speed} |")
-    if meta.get("gflop") and meta.get("sgemm_gflops"):
-        peak = meta["sgemm_gflops"]
-        by_library = ", ".join(f"{k} {v:.0f}" for k, v in meta.get("sgemm_gflops_by_library", {}).items())
+    speeds = meta.get("sgemm_gflops_by_library") or {"numpy": meta.get("sgemm_gflops")}
+    if meta.get("gflop") and all(speeds.values()):
+        peak = max(speeds.values())
+        by_library = ", ".join(f"{k} {v:.0f}" for k, v in speeds.items())
         lines += ["", f"Roofline: this machine multiplies float32 matrices at {peak:.0f} GFLOP/s (4096x4096, all "
-                  f"cores, the faster library of {by_library or 'numpy'}). A network's convolution work at that "
+                  f"cores, the faster of {by_library}). A network's convolution work at that "
                   "speed is roughly the time no fp32 runtime beats here: direct convolutions are matrix "
                   "multiplies, so a share near or over 100% means the runtime has little left to gain.", "",
                   "| model | padded tile | convolution GFLOP | network at the matmul speed ms | onnx-fp32 network speed / matmul speed |",

@@ -1,0 +1,54 @@
+"""scripts/benchmark.py's summary and tables (the measurements themselves are not unit-tested:
+speed targets live in the benchmark, not in timed tests)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    spec = importlib.util.spec_from_file_location("segzoo_benchmark", ROOT / "scripts" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _measurement(runtime: str, times: list[float], forward: list[float], rss: float) -> dict:
+    return {"model": "m", "runtime": runtime, "size": "100x100", "padded": [112, 112], "pixels": 10_000,
+            "times_ms": times, "forward_times_ms": forward, "peak_rss_mb": rss}
+
+
+def test_rounds_are_pooled_into_one_row_with_the_largest_peak_rss(benchmark):
+    row = benchmark.summarize([_measurement("keras", [10, 30], [5, 7], 100.0),
+                               _measurement("keras", [20, 40, 50], [6, 8, 9], 300.0)])
+    assert row["median_ms"] == 30 and row["p95_ms"] == 50
+    assert row["forward_ms"] == 7 and row["peak_rss_mb"] == 300.0
+    assert row["mp_per_s"] == pytest.approx(10_000 / 1e3 / 30)
+
+
+def test_roofline_uses_the_faster_matmul_library_and_names_the_machine(benchmark):
+    rows = [benchmark.summarize([_measurement("keras", [30], [20], 1.0)]),
+            benchmark.summarize([_measurement("onnx-fp32", [15], [10], 1.0)])]
+    meta = {"cpu_count": 2, "machine": "Test CPU, AVX-512", "python": "3.11", "repeats": 1, "warmup": 1,
+            "rounds": 1, "gflop": {"m": 2.0},
+            "sgemm_gflops_by_library": {"numpy": 200.0, "onnxruntime": 400.0}}
+    table = benchmark.markdown(rows, [], meta)
+    assert "Test CPU, AVX-512" in table and "numpy 200, onnxruntime 400" in table
+    assert "| m | onnx-fp32 | 100x100 | 15 | 15 | 0.67 | 1 | 2.00x | 10 | 2.00x | 200 |" in table
+    # 2 GFLOP at 400 GFLOP/s is 5 ms; the runtime took 10 ms: half the matmul speed.
+    assert "| m | 112x112 | 2.0 | 5 | 50% |" in table
+
+
+def test_matmul_speed_is_measured_for_both_libraries(benchmark):
+    speeds = benchmark.sgemm_gflops(size=128, repeats=1)
+    assert set(speeds) == {"numpy", "onnxruntime"} and all(v > 0 for v in speeds.values())
+
+
+def test_cpu_name_is_never_empty(benchmark):
+    assert benchmark.cpu_name().strip()
