@@ -53,13 +53,16 @@ def predictor_from_folder(folder: Path, runtime: str, precision: str = "fp32") -
 
 
 def require_keras(what: str) -> None:
-    """Raise a SegzooError naming the extra to install when Keras/TensorFlow are missing."""
-    import importlib.util
+    """Raise a SegzooError naming the extra to install when Keras or its backend is missing.
 
-    missing = [m for m in ("keras", "tensorflow") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise SegzooError(f"{what} needs {' and '.join(missing)}: pip install 'segzoo[keras]' "
-                          "(or use the ONNX runtime, which needs neither)")
+    Keras imports its configured backend (KERAS_BACKEND, TensorFlow by default), so the import
+    is the check: training on JAX or PyTorch needs no TensorFlow."""
+    try:
+        import keras  # noqa: F401
+    except ImportError as exc:
+        raise SegzooError(f"{what} needs Keras and its backend ({exc}): pip install 'segzoo[keras]' "
+                          "for TensorFlow, or set KERAS_BACKEND=jax/torch with that installed "
+                          "(or use the ONNX runtime, which needs neither)") from None
 
 
 def load(source: str | os.PathLike, *, runtime: str = "auto", revision: str | None = None,

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -244,3 +245,27 @@ def test_precise_batchnorm_sets_the_mean_of_batch_statistics(trained, tmp_path):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
     stats = [(np.asarray(a), np.asarray(b)) for a, b in zip(precise.non_trainable_weights, moving.non_trainable_weights)]
     assert stats and all(not np.allclose(a, b) for a, b in stats)
+
+
+def test_keras_check_asks_for_the_configured_backend_not_tensorflow(monkeypatch):
+    """Training runs on KERAS_BACKEND=jax/torch without TensorFlow (README), so the check must not
+    ask for TensorFlow by name; here Keras is importable, so it passes however TensorFlow looks."""
+    import importlib.util
+
+    from segzoo.loading import require_keras
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorflow" else real_find_spec(name, *a))
+    require_keras("segzoo train")
+
+
+def test_keras_check_names_the_missing_backend():
+    script = ("import sys; sys.modules['tensorflow'] = None\n"
+              "from segzoo.cli import main\n"
+              "sys.exit(main(['train', '--help']))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={**os.environ, "KERAS_BACKEND": "tensorflow"})
+    assert done.returncode == 2
+    assert "segzoo train needs Keras and its backend" in done.stderr
+    assert "tensorflow" in done.stderr and "KERAS_BACKEND=jax" in done.stderr
