@@ -158,3 +158,22 @@ def test_deeplab_decoder_stride_2_adds_a_stage_and_upsamples_scores_2x():
     assert m.count_params() > base.count_params()
     with pytest.raises(ValueError, match="decoder_stride must be 4 or 2, got 8"):
         segzoo.create_model("deeplabv3", **{**tiny_kwargs("deeplabv3"), "decoder_stride": 8})
+
+
+def test_residual_unet_adds_projected_shortcuts_and_round_trips(tmp_path):
+    """unet(residual=True): each conv pair gets a 1x1-projected shortcut; the default keeps the
+    plain blocks (and so the layer names of the released weights)."""
+    kwargs = {**tiny_kwargs("unet"), "residual": True}
+    plain = segzoo.create_model("unet", **tiny_kwargs("unet"))
+    residual = segzoo.create_model("unet", **kwargs)
+    blocks = 2 * 2 + 1  # depth 2: encoder and decoder pairs, plus the bottleneck
+    assert sum(layer.__class__.__name__ == "Add" for layer in residual.layers) == blocks
+    assert not any(layer.__class__.__name__ == "Add" for layer in plain.layers)
+    assert "residual" not in tiny_kwargs("unet") and default_config("unet").architecture_kwargs == {}
+    config = default_config("unet", **kwargs)
+    save_model(residual, tmp_path / "m", config)
+    loaded, loaded_config = load_model(tmp_path / "m")
+    x = np.random.default_rng(0).normal(size=(1, 16, 16, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(loaded(x, training=False)),
+                               np.asarray(residual(x, training=False)), atol=1e-6)
+    assert loaded_config.architecture_kwargs["residual"] is True

@@ -16,22 +16,24 @@ from segzoo.onnx_runtime import OnnxModelError, read_segzoo_onnx
 from conftest import tiny_kwargs
 
 
-def _folder(tmp_path, name):
+def _folder(tmp_path, name, **extra):
     import keras
 
     keras.utils.set_random_seed(0)
     folder = tmp_path / name
-    config = default_config(name, **tiny_kwargs(name))
+    kwargs = {**tiny_kwargs(name), **extra}
+    config = default_config(name, **kwargs)
     config.inference.tile_size, config.inference.overlap = 64, 16
-    save_model(segzoo.create_model(name, **tiny_kwargs(name)), folder, config)
+    save_model(segzoo.create_model(name, **kwargs), folder, config)
     return folder
 
 
-@pytest.mark.parametrize("name", list_architectures())
-def test_export_parity_and_same_predictions(name, tmp_path):
+@pytest.mark.parametrize("name, extra", [(name, {}) for name in list_architectures()]
+                         + [("unet", {"residual": True})])
+def test_export_parity_and_same_predictions(name, extra, tmp_path):
     from segzoo.export import export_onnx
 
-    folder = _folder(tmp_path, name)
+    folder = _folder(tmp_path, name, **extra)
     info = export_onnx(folder, folder / "model.onnx")
     assert info["max_abs_diff"] <= 1e-4
     _, config = read_segzoo_onnx(folder / "model.onnx")

@@ -2,7 +2,10 @@
 
 Differences from the paper, chosen for CPU training and any input size: 'same'
 convolutions (no cropping), optional batch norm and dropout, configurable width
-and depth. Decoder upsampling is the paper's 2x2 up-convolution.
+and depth. Decoder upsampling is the paper's 2x2 up-convolution. `residual=True`
+adds an identity (or 1x1-projection) shortcut around each pair of convolutions,
+as in ResUNet (Zhang, Liu, Wang. IEEE GRSL 2018); the default keeps the paper's
+plain blocks and the layer names of the released weights.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ DEFAULTS = {
     "base_filters": 16,
     "batch_norm": True,
     "dropout": 0.1,
+    "residual": False,
 }
 
 
@@ -28,8 +32,30 @@ def stride(*, depth: int, **_) -> int:
     return 2 ** depth
 
 
+def conv_pair(x, filters: int, *, batch_norm: bool, residual: bool, name: str, dropout: float = 0.0):
+    """Two 3x3 conv-BN-ReLU layers (dropout between them when > 0); with `residual`, the second
+    ReLU comes after adding the block's input through a 1x1 conv-BN projection (every U-Net
+    block changes the number of channels, so the shortcut is never the identity)."""
+    block_input = x
+    x = conv_bn_relu(x, filters, batch_norm=batch_norm, name=f"{name}_a")
+    if dropout > 0:
+        x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
+    if not residual:
+        return conv_bn_relu(x, filters, batch_norm=batch_norm, name=f"{name}_b")
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm,
+                      kernel_initializer="he_normal", name=f"{name}_b_conv")(x)
+    if batch_norm:
+        x = layers.BatchNormalization(name=f"{name}_b_bn")(x)
+    shortcut = layers.Conv2D(filters, 1, use_bias=not batch_norm, kernel_initializer="he_normal",
+                             name=f"{name}_shortcut_conv")(block_input)
+    if batch_norm:
+        shortcut = layers.BatchNormalization(name=f"{name}_shortcut_bn")(shortcut)
+    x = layers.Add(name=f"{name}_add")([x, shortcut])
+    return layers.Activation("relu", name=f"{name}_b_relu")(x)
+
+
 def build(*, in_channels: int, num_classes: int, depth: int, base_filters: int,
-          batch_norm: bool, dropout: float) -> keras.Model:
+          batch_norm: bool, dropout: float, residual: bool) -> keras.Model:
     if depth < 1 or base_filters < 1:
         raise ValueError(f"unet needs depth >= 1 and base_filters >= 1, got {depth}, {base_filters}")
     inputs = image_input(in_channels)
@@ -37,21 +63,17 @@ def build(*, in_channels: int, num_classes: int, depth: int, base_filters: int,
     skips = []
     for level in range(depth):
         filters = base_filters * 2 ** level
-        x = conv_bn_relu(x, filters, batch_norm=batch_norm, name=f"enc{level}_a")
-        x = conv_bn_relu(x, filters, batch_norm=batch_norm, name=f"enc{level}_b")
+        x = conv_pair(x, filters, batch_norm=batch_norm, residual=residual, name=f"enc{level}")
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"enc{level}_pool")(x)
     filters = base_filters * 2 ** depth
-    x = conv_bn_relu(x, filters, batch_norm=batch_norm, name="bottleneck_a")
-    if dropout > 0:
-        x = layers.Dropout(dropout, name="bottleneck_dropout")(x)
-    x = conv_bn_relu(x, filters, batch_norm=batch_norm, name="bottleneck_b")
+    x = conv_pair(x, filters, batch_norm=batch_norm, residual=residual, name="bottleneck",
+                  dropout=dropout)
     for level in reversed(range(depth)):
         filters = base_filters * 2 ** level
         x = layers.Conv2DTranspose(filters, 2, strides=2, padding="same",
                                    kernel_initializer="he_normal", name=f"dec{level}_up")(x)
         x = layers.Concatenate(name=f"dec{level}_concat")([x, skips[level]])
-        x = conv_bn_relu(x, filters, batch_norm=batch_norm, name=f"dec{level}_a")
-        x = conv_bn_relu(x, filters, batch_norm=batch_norm, name=f"dec{level}_b")
+        x = conv_pair(x, filters, batch_norm=batch_norm, residual=residual, name=f"dec{level}")
     outputs = segmentation_head(x, num_classes)
     return keras.Model(inputs, outputs, name="unet")
