@@ -226,8 +226,8 @@ def markdown(rows: list[dict], large_rows: list[dict], meta: dict) -> str:
         lines.append(f"| {r['model']} | {r['runtime']} | {r['size']} | {r['median_ms']:.0f} | {r['p95_ms']:.0f} | "
                      f"{r['mp_per_s']:.2f} | {r['peak_rss_mb']:.0f} | {ratio(r, 'median_ms')} | {forward} | "
                      f"{ratio(r, 'forward_ms')} | {speed} |")
-    speeds = meta.get("sgemm_gflops_by_library") or {"numpy": meta.get("sgemm_gflops")}
-    if meta.get("gflop") and all(speeds.values()):
+    speeds = meta.get("sgemm_gflops_by_library") or {}
+    if meta.get("gflop") and speeds:
         peak = max(speeds.values())
         by_library = ", ".join(f"{k} {v:.0f}" for k, v in speeds.items())
         lines += ["", f"Roofline: this machine multiplies float32 matrices at {peak:.0f} GFLOP/s (4096x4096, all "
@@ -304,7 +304,6 @@ def main(argv=None) -> int:
             "python": platform.python_version(), "image": str(image), "repeats": args.repeats,
             "rounds": args.rounds, "warmup": args.warmup, "gflop": {}}
     meta["sgemm_gflops_by_library"] = sgemm_gflops()
-    meta["sgemm_gflops"] = max(meta["sgemm_gflops_by_library"].values())
     for row in rows:
         if row["runtime"] == "onnx-fp32" and row.get("padded"):
             meta["gflop"][row["model"]] = convolution_gflop(resolve_folder(row["model"]) / "model.onnx", *row["padded"])

@@ -6,14 +6,23 @@ import keras
 from keras import layers
 
 
-def conv_bn_relu(x, filters: int, *, kernel_size: int = 3, strides: int = 1,
-                 dilation_rate: int = 1, batch_norm: bool = True, name: str):
-    """Conv -> (BatchNorm) -> ReLU; the conv has no bias when BatchNorm follows."""
+def conv_bn(x, filters: int, *, kernel_size: int = 3, strides: int = 1, dilation_rate: int = 1,
+            batch_norm: bool = True, kernel_initializer: str = "he_normal", name: str):
+    """Conv -> (BatchNorm), no activation: a residual branch or shortcut before its add. The conv
+    has no bias when BatchNorm follows."""
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same",
                       dilation_rate=dilation_rate, use_bias=not batch_norm,
-                      kernel_initializer="he_normal", name=f"{name}_conv")(x)
+                      kernel_initializer=kernel_initializer, name=f"{name}_conv")(x)
     if batch_norm:
         x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return x
+
+
+def conv_bn_relu(x, filters: int, *, kernel_size: int = 3, strides: int = 1,
+                 dilation_rate: int = 1, batch_norm: bool = True, name: str):
+    """Conv -> (BatchNorm) -> ReLU."""
+    x = conv_bn(x, filters, kernel_size=kernel_size, strides=strides, dilation_rate=dilation_rate,
+                batch_norm=batch_norm, name=name)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from segzoo.architectures.blocks import conv_bn_relu, image_input
+from segzoo.architectures.blocks import conv_bn, conv_bn_relu, image_input
 from segzoo.architectures.layers import BilinearUpsample, BroadcastToSpatial
 
 PAPER = ("Chen, Papandreou, Schroff, Adam. Rethinking Atrous Convolution for Semantic "
@@ -44,13 +44,10 @@ def _residual_block(x, filters: int, *, strides: int, dilation: int, name: str):
     shortcut = x
     y = conv_bn_relu(x, filters, strides=strides, dilation_rate=dilation if strides == 1 else 1,
                      name=f"{name}_1")
-    y = layers.Conv2D(filters, 3, padding="same", dilation_rate=dilation, use_bias=False,
-                      kernel_initializer="he_normal", name=f"{name}_2_conv")(y)
-    y = layers.BatchNormalization(name=f"{name}_2_bn")(y)
+    y = conv_bn(y, filters, dilation_rate=dilation, name=f"{name}_2")
     if strides != 1 or shortcut.shape[-1] != filters:
-        shortcut = layers.Conv2D(filters, 1, strides=strides, use_bias=False,
-                                 name=f"{name}_proj_conv")(shortcut)
-        shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+        shortcut = conv_bn(shortcut, filters, kernel_size=1, strides=strides,
+                           kernel_initializer="glorot_uniform", name=f"{name}_proj")
     y = layers.Add(name=f"{name}_add")([y, shortcut])
     return layers.Activation("relu", name=f"{name}_out")(y)
 

@@ -3,7 +3,7 @@
 Differences from the paper, chosen for CPU training and any input size: 'same'
 convolutions (no cropping), optional batch norm and dropout, configurable width
 and depth. Decoder upsampling is the paper's 2x2 up-convolution. `residual=True`
-adds an identity (or 1x1-projection) shortcut around each pair of convolutions,
+adds a 1x1-projection shortcut around each pair of convolutions,
 as in ResUNet (Zhang, Liu, Wang. IEEE GRSL 2018); the default keeps the paper's
 plain blocks and the layer names of the released weights.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from segzoo.architectures.blocks import conv_bn_relu, image_input, segmentation_head
+from segzoo.architectures.blocks import conv_bn, conv_bn_relu, image_input, segmentation_head
 
 PAPER = "Ronneberger, Fischer, Brox. U-Net. MICCAI 2015. arXiv:1505.04597"
 
@@ -42,14 +42,8 @@ def conv_pair(x, filters: int, *, batch_norm: bool, residual: bool, name: str, d
         x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
     if not residual:
         return conv_bn_relu(x, filters, batch_norm=batch_norm, name=f"{name}_b")
-    x = layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm,
-                      kernel_initializer="he_normal", name=f"{name}_b_conv")(x)
-    if batch_norm:
-        x = layers.BatchNormalization(name=f"{name}_b_bn")(x)
-    shortcut = layers.Conv2D(filters, 1, use_bias=not batch_norm, kernel_initializer="he_normal",
-                             name=f"{name}_shortcut_conv")(block_input)
-    if batch_norm:
-        shortcut = layers.BatchNormalization(name=f"{name}_shortcut_bn")(shortcut)
+    x = conv_bn(x, filters, batch_norm=batch_norm, name=f"{name}_b")
+    shortcut = conv_bn(block_input, filters, kernel_size=1, batch_norm=batch_norm, name=f"{name}_shortcut")
     x = layers.Add(name=f"{name}_add")([x, shortcut])
     return layers.Activation("relu", name=f"{name}_b_relu")(x)
 
