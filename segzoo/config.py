@@ -91,6 +91,23 @@ class Inference:
 
 
 @dataclass
+class Resolution:
+    """The scale the model was trained at, in microns per pixel (um/px) of its input images.
+
+    Whole-slide prediction reads the pyramid level nearest at or finer than `mpp` and
+    resamples to it, so a 20x slide (about 0.5 um/px) is seen at the model's scale.
+    None means unknown: slides then need an explicit --mpp. MoNuSeg 2018 tiles are
+    TCGA 40x scans; their XML annotations state 0.2456-0.2527 um/px, nominally 0.25."""
+
+    mpp: float | None = None
+
+    def validate(self) -> None:
+        if self.mpp is not None and not (isinstance(self.mpp, (int, float)) and 0 < self.mpp < 100):
+            raise ConfigError(f"resolution.mpp must be a positive number of microns per pixel or null, "
+                              f"got {self.mpp!r}")
+
+
+@dataclass
 class ModelConfig:
     """Everything needed to rebuild a model and use it the same way in every runtime."""
 
@@ -99,6 +116,7 @@ class ModelConfig:
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     postprocessing: Postprocessing = field(default_factory=Postprocessing)
     inference: Inference = field(default_factory=Inference)
+    resolution: Resolution = field(default_factory=Resolution)
     provenance: dict[str, Any] = field(default_factory=dict)
     name: str | None = None
     schema_version: int = SCHEMA_VERSION
@@ -115,6 +133,7 @@ class ModelConfig:
         self.preprocessing.validate()
         self.postprocessing.validate()
         self.inference.validate()
+        self.resolution.validate()
         return self
 
     @property
@@ -132,7 +151,7 @@ class ModelConfig:
                 raise ConfigError(f"expected a JSON object, got {type(data).__name__}")
             data = dict(data)
             sections = {"preprocessing": Preprocessing, "postprocessing": Postprocessing,
-                        "inference": Inference}
+                        "inference": Inference, "resolution": Resolution}
             kwargs: dict[str, Any] = {}
             for key, section_cls in sections.items():
                 kwargs[key] = _parse_section(section_cls, data.pop(key, {}), key)
@@ -186,6 +205,11 @@ def _parse_section(section_cls, value, name: str):
         raise ConfigError(f"{name} has unknown field(s) {unknown}; valid fields: {', '.join(sorted(valid))}")
     for key, item in value.items():
         expected = valid[key].type
+        optional = isinstance(expected, str) and expected.endswith(" | None")
+        if optional:
+            expected = expected[: -len(" | None")]
+            if item is None:
+                continue
         expected = {"float": float, "int": int, "str": str, "bool": bool}.get(expected, expected)
         allowed = _NUMBER_TYPES.get(expected)
         if allowed is not None:
