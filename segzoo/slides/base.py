@@ -1,0 +1,65 @@
+"""The slide interface every reader implements, and an in-memory slide for plain images.
+
+A slide is a pyramid of levels; level 0 is the full resolution. `read_region(level, x, y,
+width, height)` takes the region's top-left corner in that level's own pixel coordinates and
+returns an RGB uint8 array (height, width, 3); the parts of a region outside the level are
+white (255), the colour of glass, so they are background for the network and the tissue mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+BACKGROUND = 255  # fill value outside a level: white glass
+
+
+class Slide(Protocol):
+    """A readable slide (see module docstring for coordinates)."""
+
+    path: Path | None
+    level_dimensions: list[tuple[int, int]]  # (width, height) of each level, level 0 first
+    level_downsamples: list[float]           # level-0 pixels per level pixel, 1.0 first
+    mpp: float | None                        # level-0 microns per pixel; None when unknown
+
+    def read_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+def padded_read(array: np.ndarray, x: int, y: int, width: int, height: int) -> np.ndarray:
+    """array[y:y+height, x:x+width] (HxWx3 uint8), white where the window leaves the array."""
+    out = np.full((height, width, 3), BACKGROUND, dtype=np.uint8)
+    h, w = array.shape[:2]
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + width, w), min(y + height, h)
+    if x1 > x0 and y1 > y0:
+        out[y0 - y:y1 - y, x0 - x:x1 - x] = array[y0:y1, x0:x1, :3]
+    return out
+
+
+@dataclass
+class ArraySlide:
+    """A single-level slide held in memory (a plain image, or a test fixture)."""
+
+    image: np.ndarray                  # HxWx3 uint8
+    mpp: float | None = None
+    path: Path | None = None
+
+    @property
+    def level_dimensions(self) -> list[tuple[int, int]]:
+        return [(int(self.image.shape[1]), int(self.image.shape[0]))]
+
+    @property
+    def level_downsamples(self) -> list[float]:
+        return [1.0]
+
+    def read_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        if level != 0:
+            raise ValueError(f"ArraySlide has one level (0), got level {level}")
+        return padded_read(self.image, x, y, width, height)
+
+    def close(self) -> None:
+        pass
