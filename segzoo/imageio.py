@@ -5,6 +5,12 @@ shape HxW, HxWx1, HxWx3 or HxWx4 in uint8, uint16 or float (values in [0, 1]).
 Grayscale is replicated to RGB, alpha is dropped, uint16 is scaled by 1/257,
 float is scaled by 255; each conversion is logged at INFO level. Anything else
 raises DataError naming the source and the problem.
+
+Images are returned as viewers display them: an EXIF Orientation (JPEG, PNG, PIL
+images) or TIFF Orientation tag is applied, so row 0 is the displayed top row and
+every output (mask, labels, GeoJSON coordinates) lines up with what a viewer shows.
+A TIFF is read from its first page (the full-resolution level of a pyramidal or
+multi-page file); planar (PlanarConfiguration=SEPARATE) RGB is returned HxWxC.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +26,7 @@ from segzoo.errors import DataError
 
 log = logging.getLogger(__name__)
 
-ImageLike = Union[str, os.PathLike, np.ndarray, Any]  # Any: PIL.Image.Image
+ImageLike = str | os.PathLike | np.ndarray | Any  # Any: PIL.Image.Image
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
 
@@ -32,23 +38,92 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
     suffix = path.suffix.lower()
     try:
         if suffix in (".tif", ".tiff"):
-            import tifffile
-
-            with tifffile.TiffFile(path) as tif:
-                array = tif.pages[0].asarray()
+            array = _read_tiff(path)
         elif suffix in (".png", ".jpg", ".jpeg"):
             from PIL import Image
 
             with Image.open(path) as img:
                 img.load()
-                array = _pil_to_array(img)
+                array = _pil_to_array(_exif_transposed(img, str(path)))
         else:
             raise DataError(f"{path}: unsupported image type {suffix!r}; supported: {', '.join(IMAGE_SUFFIXES)}")
     except DataError:
         raise
-    except Exception as err:  # decoders raise many types for corrupt files
+    except Exception as err:  # noqa: BLE001 - decoders raise many types for corrupt files
         raise DataError(f"{path}: cannot read image ({type(err).__name__}: {err})") from None
     return array
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    """First page of a TIFF as HxW or HxWxS, as displayed (Orientation tag applied).
+
+    Page 0 is the full-resolution image of a pyramidal (SubIFD or multi-page) TIFF;
+    other pages (pyramid levels, thumbnails, label images) are ignored. Planar RGB
+    (samples stored as separate planes, axes 'SYX') gets its sample axis moved last.
+    """
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        if len(tif.pages) > 1:
+            log.info("%s: TIFF has %d pages; reading the first (full-resolution) page", path, len(tif.pages))
+        page = tif.pages[0]
+        array = page.asarray()
+        axes = page.axes
+        tag = page.tags.get(274)  # Orientation
+        orientation = int(tag.value) if tag is not None else 1
+    if array.ndim != len(axes):  # defensive: tifffile squeezes length-1 axes out of both
+        raise DataError(f"{path}: TIFF page of shape {array.shape} does not match its axes {axes!r}")
+    other = [a for a in axes if a not in "YXS"]
+    if other:
+        raise DataError(
+            f"{path}: TIFF page with axes {axes!r} (shape {array.shape}); expected a 2-D image "
+            "(axes YX, YXS or planar SYX)")
+    if "S" in axes and axes.index("S") != len(axes) - 1:
+        log.info("%s: planar TIFF (samples stored as separate planes) read as HxWxC", path)
+        array = np.moveaxis(array, axes.index("S"), -1)
+    return apply_orientation(array, orientation, source=str(path))
+
+
+# EXIF/TIFF Orientation code -> how the stored rows and columns map to the displayed image.
+ORIENTATIONS = {1: "top-left (as stored)", 2: "mirrored left-right", 3: "rotated 180", 4: "mirrored top-bottom",
+                5: "transposed", 6: "rotated 90 clockwise", 7: "transversed", 8: "rotated 90 counter-clockwise"}
+
+
+def apply_orientation(array: np.ndarray, orientation: int, *, source: str = "image") -> np.ndarray:
+    """The displayed image of a stored array (axes 0, 1 = rows, columns) for an EXIF/TIFF
+    Orientation code 1-8, as PIL.ImageOps.exif_transpose does; an unknown code is ignored."""
+    if orientation not in ORIENTATIONS or orientation == 1:
+        return array
+    log.info("%s: Orientation %d (%s) applied", source, orientation, ORIENTATIONS[orientation])
+    if orientation == 2:
+        out = array[:, ::-1]
+    elif orientation == 3:
+        out = array[::-1, ::-1]
+    elif orientation == 4:
+        out = array[::-1]
+    elif orientation == 5:
+        out = array.swapaxes(0, 1)
+    elif orientation == 6:
+        out = np.rot90(array, -1)
+    elif orientation == 7:
+        out = array.swapaxes(0, 1)[::-1, ::-1]
+    else:  # 8
+        out = np.rot90(array, 1)
+    return np.ascontiguousarray(out)
+
+
+def _exif_transposed(img, source: str):
+    """A PIL image as displayed: its EXIF Orientation applied (the same image when there is none)."""
+    from PIL import ImageOps
+
+    try:
+        orientation = int(img.getexif().get(0x0112, 1))
+    except (OSError, ValueError, TypeError, SyntaxError):  # unreadable EXIF: use the pixels as stored
+        return img
+    if orientation not in ORIENTATIONS or orientation == 1:
+        return img
+    log.info("%s: EXIF Orientation %d (%s) applied", source, orientation, ORIENTATIONS[orientation])
+    return ImageOps.exif_transpose(img)
 
 
 def _pil_to_array(img) -> np.ndarray:
@@ -116,7 +191,8 @@ def read_image(image: ImageLike, *, source: str | None = None) -> np.ndarray:
     except ImportError:  # pragma: no cover - Pillow is a core dependency
         Image = None
     if Image is not None and isinstance(image, Image.Image):
-        return to_rgb_uint8(_pil_to_array(image), source=source or "PIL image")
+        source = source or "PIL image"
+        return to_rgb_uint8(_pil_to_array(_exif_transposed(image, source)), source=source)
     raise DataError(
         f"{source or 'input'}: unsupported input type {type(image).__name__}; "
         "expected a file path, a PIL image or a numpy array")
@@ -126,9 +202,7 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     """A binary mask file (0 background, non-zero nucleus) as a bool HxW array."""
     array = read_array(path)
     if array.ndim == 3:
-        if array.shape[-1] in (3, 4) and np.array_equal(array[..., 0], array[..., 1]):
-            array = array[..., 0]
-        elif array.shape[-1] == 1:
+        if array.shape[-1] == 1 or (array.shape[-1] in (3, 4) and np.array_equal(array[..., 0], array[..., 1])):
             array = array[..., 0]
         else:
             raise DataError(f"{path}: mask must be single-channel, got shape {array.shape}")
