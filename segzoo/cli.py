@@ -1,156 +1,339 @@
-"""The `segzoo` command: train, evaluate, predict."""
+"""The `segzoo` command: predict, train, evaluate, export, publish.
+
+Every failure is one line `error: ...` on stderr that names the file and the problem, with
+no traceback: exit 2 for bad arguments (checked before any model is loaded), 1 when some
+images or files failed, 130 on Ctrl-C. SEGZOO_DEBUG=1 or `segzoo --debug COMMAND ...` shows
+the traceback of an unexpected OSError instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import stat
 import sys
 from pathlib import Path
 
 from segzoo.errors import SegzooError
 
 COMMANDS = ("predict", "train", "evaluate", "export", "publish")
+log = logging.getLogger("segzoo.predict")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line, `error: <prog>: <problem> (see <prog> --help)`, exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def non_empty(text: str) -> str:
+    """argparse type: a non-empty path."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def describe_os_error(err: OSError) -> str:
+    """'<path>: <strerror>' for an OSError (both paths of a rename), else its type and text."""
+    if err.strerror and err.filename is not None:
+        if err.filename2 is not None:
+            return f"{err.filename} -> {err.filename2}: {err.strerror}"
+        return f"{err.filename}: {err.strerror}"
+    return f"{type(err).__name__}: {err.strerror or err}"
+
+
+def _error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
 
 
 def _predict_parser() -> argparse.ArgumentParser:
     from segzoo.writers import FORMATS
 
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="segzoo predict",
         description="Predict nuclei; writes <stem>_mask.png, <stem>_labels.tif, <stem>.geojson, "
-                    "<stem>_overlay.png and <stem>_nuclei.csv into --out.")
+                    "<stem>_overlay.png and <stem>_nuclei.csv into --out, each image's files all "
+                    "or none. Never writes over an input; in a folder, files named like another "
+                    "image's outputs (a_mask.png beside a.png) are not taken as inputs.")
     p.add_argument("inputs", nargs="*", help="image files or folders (default: the sample image shipped with segzoo)")
     p.add_argument("--model", default="unet-monuseg",
                    help="zoo name (segzoo.list_models()), hf://org/repo[@rev] or model folder")
-    p.add_argument("--out", required=True, help="output folder (created if needed)")
+    p.add_argument("--out", required=True, type=non_empty, help="output folder (created if needed)")
     p.add_argument("--runtime", default="auto", choices=["auto", "keras", "onnx"])
     p.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
                    help="int8: the model's int8 ONNX file on onnxruntime (fastest on CPU)")
-    p.add_argument("--tile", type=int, default=None, help="tile size (default: from config.json)")
-    p.add_argument("--overlap", type=int, default=None, help="tile overlap in pixels (default: from config.json)")
-    p.add_argument("--batch-size", type=int, default=None, help="tiles per forward pass")
+    p.add_argument("--tile", type=positive_int, default=None, help="tile size, >= 1 (default: from config.json)")
+    p.add_argument("--overlap", type=non_negative_int, default=None,
+                   help="tile overlap in pixels, 0 <= overlap < tile (default: from config.json)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="tiles per forward pass, >= 1 (default: from config.json)")
     p.add_argument("--tta", action="store_true", help="D4 test-time augmentation (8 passes)")
     p.add_argument("--formats", default="mask,overlay,labels,geojson,csv",
                    help=f"comma-separated subset of {','.join(FORMATS)}")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing outputs (never an input)")
     return p
+
+
+class _Inputs:
+    """The images to predict and every file no output may replace (resolved paths and inode ids)."""
+
+    def __init__(self) -> None:
+        self.images: list[Path] = []
+        self.failures = 0
+        self._real: set[str] = set()
+        self._ids: set[tuple[int, int]] = set()
+
+    def protect(self, path: Path) -> None:
+        self._real.add(os.path.realpath(path))
+        try:
+            st = os.stat(path)
+            self._ids.add((st.st_dev, st.st_ino))
+        except OSError:
+            pass
+
+    def protects(self, target: Path) -> bool:
+        """True when writing `target` would replace one of the protected files."""
+        if os.path.realpath(target) in self._real:
+            return True
+        try:
+            st = os.stat(target)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) in self._ids
+
+    def fail(self, message: str) -> None:
+        _error(message)
+        self.failures += 1
+
+
+def _add_folder(inputs: _Inputs, folder: Path) -> None:
+    """A folder's images, minus files named like another listed image's outputs (earlier runs)."""
+    from segzoo.imageio import IMAGE_SUFFIXES
+    from segzoo.predictor import list_images
+    from segzoo.writers import is_segzoo_output, outputs_among
+
+    try:
+        found = list_images(folder)
+        entries = sorted(folder.iterdir())
+    except OSError as err:
+        inputs.fail(f"{folder}: cannot list the folder ({err.strerror})")
+        return
+    listed = set(found)
+    for entry in entries:  # symlink loops and dangling links: report them, go on with the rest
+        if entry in listed or entry.name.startswith(".") or entry.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        try:
+            os.stat(entry)
+        except OSError as err:
+            inputs.fail(f"{entry}: cannot read ({err.strerror})")
+    outputs = outputs_among(found)
+    for path in found:
+        if path in outputs:
+            ours = is_segzoo_output(path)
+            log.info("%s: skipped, named like an output of %s%s", path, outputs[path].name,
+                     "" if ours else " (not written by segzoo: kept, never replaced)")
+            if not ours:
+                inputs.protect(path)
+        else:
+            inputs.images.append(path)
+            inputs.protect(path)
+    if not found:
+        inputs.fail(f"{folder}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+
+
+def collect_inputs(raw: list[str]) -> _Inputs:
+    """Files as given and folders listed; unreadable ones are reported (one line each) and counted."""
+    inputs = _Inputs()
+    for text in raw:
+        path = Path(text)
+        try:
+            st = os.stat(path)
+        except OSError as err:
+            inputs.fail(f"{path}: cannot read ({err.strerror})")
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            _add_folder(inputs, path)
+        else:
+            inputs.images.append(path)
+            inputs.protect(path)
+    return inputs
+
+
+def _renderers(result, formats: list[str]) -> dict:
+    from segzoo.writers import csv_bytes, geojson_bytes, labels_tiff_bytes, mask_png_bytes, overlay_png_bytes
+
+    every = {
+        "mask": lambda: mask_png_bytes(result.mask),
+        "labels": lambda: labels_tiff_bytes(result.labels),
+        "overlay": lambda: overlay_png_bytes(result.image, result.labels),
+        "csv": lambda: csv_bytes(result.measurements()),
+        "geojson": lambda: geojson_bytes(result.to_geojson()),
+    }
+    return {f: every[f] for f in formats}
 
 
 def predict_main(argv: list[str]) -> int:
     args = _predict_parser().parse_args(argv)
+    from segzoo.inference import tiling_settings
     from segzoo.loading import load
-    from segzoo.predictor import list_images, sample_image_path
-    from segzoo.writers import FORMATS, SUFFIXES, write_csv, write_geojson, write_labels_tiff, \
-        write_mask_png, write_overlay_png
+    from segzoo.predictor import sample_image_path
+    from segzoo.writers import FORMATS, output_folder_problem, output_targets, write_output_set
 
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     bad = sorted(set(formats) - set(FORMATS))
     if bad or not formats:
-        print(f"error: unknown format(s) {bad}; valid formats: {', '.join(FORMATS)}", file=sys.stderr)
+        _error(f"unknown format(s) {bad}; valid formats: {', '.join(FORMATS)}")
         return 2
-    inputs: list[Path] = []
-    failures = 0
-    for raw in args.inputs or [str(sample_image_path())]:
-        path = Path(raw)
-        if path.is_dir():
-            found = list_images(path)
-            if not found:
-                print(f"error: {path}: folder holds no images (.tif, .png, .jpg)", file=sys.stderr)
-                failures += 1
-            inputs.extend(found)
-        else:
-            inputs.append(path)
-    stems = [p.stem for p in inputs]
-    duplicates = sorted({s for s in stems if stems.count(s) > 1})
-    if duplicates:
-        print(f"error: several inputs share the name(s) {duplicates}; their outputs would collide",
-              file=sys.stderr)
+    if args.tile is not None and args.overlap is not None and args.overlap >= args.tile:
+        _error(f"--overlap {args.overlap} must be smaller than --tile {args.tile}")
         return 2
     out = Path(args.out)
-    try:
-        predictor = load(args.model, runtime=args.runtime, precision=args.precision)
-    except SegzooError as err:
-        print(f"error: {err}", file=sys.stderr)
+    problem = output_folder_problem(args.out)
+    if problem:
+        _error(f"--out {problem}")
         return 2
-    writers = {
-        "mask": lambda r, t: write_mask_png(r.mask, t),
-        "labels": lambda r, t: write_labels_tiff(r.labels, t),
-        "overlay": lambda r, t: write_overlay_png(r.image, r.labels, t),
-        "csv": lambda r, t: write_csv(r.measurements(), t),
-        "geojson": lambda r, t: write_geojson(r.to_geojson(), t),
-    }
+    inputs = collect_inputs(args.inputs or [str(sample_image_path())])
+    stems = [p.stem for p in inputs.images]
+    duplicates = sorted({s for s in stems if stems.count(s) > 1})
+    if duplicates:
+        _error(f"several inputs share the name(s) {duplicates}; their outputs would collide")
+        return 2
+    failures = inputs.failures
     todo = []
-    for path in inputs:
-        targets = {f: out / f"{path.stem}{SUFFIXES[f]}" for f in formats}
-        if any(t.resolve() == path.resolve() for t in targets.values()):
-            print(f"error: {path}: an output would overwrite the input; choose another --out", file=sys.stderr)
+    for path in inputs.images:
+        targets = output_targets(out, path.stem, formats)
+        clash = [t for t in targets.values() if inputs.protects(t)]
+        if clash:
+            _error(f"{path}: its output {clash[0]} would replace an input of this run; choose another --out")
             failures += 1
             continue
-        existing = [str(t) for t in targets.values() if t.exists()]
+        existing = [str(t) for t in targets.values() if os.path.lexists(t)]
         if existing and not args.overwrite:
-            print(f"error: {path}: outputs exist ({', '.join(existing)}); pass --overwrite to replace them",
-                  file=sys.stderr)
+            _error(f"{path}: outputs exist ({', '.join(existing)}); pass --overwrite to replace them")
             failures += 1
             continue
         todo.append((path, targets))
-    options = dict(tta=args.tta, tile_size=args.tile, overlap=args.overlap, batch_size=args.batch_size)
-    results = predictor.predict_batch([p for p, _ in todo], progress=len(todo) > 1, **options)
-    for (path, targets), (_, result) in zip(todo, results):
-        if isinstance(result, Exception):
+    try:
+        predictor = load(args.model, runtime=args.runtime, precision=args.precision)
+        tiling_settings(predictor.config, tile_size=args.tile, overlap=args.overlap, batch_size=args.batch_size)
+    except SegzooError as err:
+        _error(str(err))
+        return 2
+    from tqdm import tqdm
+
+    def say(message: str, file=sys.stdout) -> None:  # above the progress bar, when there is one
+        tqdm.write(message, file=file)
+
+    options = {"tta": args.tta, "tile_size": args.tile, "overlap": args.overlap, "batch_size": args.batch_size}
+    written = 0
+    # The bar shows on a terminal only (disable=None), so piped or logged stderr keeps one line per problem.
+    for path, targets in tqdm(todo, desc="predict", unit="image", disable=True if len(todo) < 2 else None):
+        try:
+            result = predictor.predict(path, **options)
+        except SegzooError as err:
+            say(f"error: {err}", sys.stderr)
             failures += 1
-            print(f"error: {result}", file=sys.stderr)
             continue
-        for fmt, target in targets.items():
-            writers[fmt](result, target)
-        print(f"{path}: {result.num_nuclei} nuclei -> {', '.join(str(t) for t in targets.values())}")
-    print(f"{len(inputs)} input(s): {len(inputs) - failures} written, {failures} failed", file=sys.stderr)
+        except OSError as err:
+            say(f"error: {path}: cannot read ({err.strerror or err})", sys.stderr)
+            failures += 1
+            continue
+        try:
+            write_output_set(targets, _renderers(result, formats))
+        except OSError as err:
+            say(f"error: {path}: cannot write outputs ({err.strerror or err})", sys.stderr)
+            failures += 1
+            continue
+        written += 1
+        say(f"{path}: {result.num_nuclei} nuclei -> {', '.join(str(t) for t in targets.values())}")
+    print(f"{written + failures} input(s): {written} written, {failures} failed", file=sys.stderr)
     return 1 if failures else 0
 
 
 def export_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="segzoo export",
-                                description="Export a model to ONNX (checks parity with Keras before writing).")
+    p = OneLineParser(prog="segzoo export",
+                      description="Export a model to ONNX (checks parity with Keras before writing).")
     p.add_argument("model", help="zoo name or model folder")
-    p.add_argument("--out", required=True, help="output .onnx path")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--out", required=True, type=non_empty, help="output .onnx path")
+    p.add_argument("--opset", type=positive_int, default=17)
     p.add_argument("--quantize", choices=["int8"], default=None,
-                   help="also write int8 (QDQ, static) next to --out, calibrated on --calibration images")
+                   help="also write int8 (QDQ, static) next to --out (<out>.int8.onnx), "
+                        "calibrated on --calibration images")
     p.add_argument("--calibration", default=None, help="folder of training images for int8 calibration")
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
-    from segzoo.export import export_onnx
+    from segzoo.writers import output_file_problem
 
+    out = Path(args.out)
+    target = out.with_suffix(".int8.onnx")
+    problems = [output_file_problem(out, overwrite=args.overwrite)]
+    if args.quantize:
+        if not args.calibration:
+            _error("--quantize int8 needs --calibration FOLDER (training images); nothing written")
+            return 2
+        problems.append(output_file_problem(target, overwrite=args.overwrite))
+    problems = [p for p in problems if p]
+    if problems:
+        _error(problems[0])
+        return 2
     try:
+        if args.quantize:  # a calibration folder without images fails here, before anything is written
+            from segzoo.data.monuseg import discover_samples
+
+            discover_samples(args.calibration, require_ground_truth=False)
+        from segzoo.export import export_onnx
+
         folder = Path(args.model)
         if not folder.is_dir():
             from segzoo.zoo import resolve_zoo
 
             folder = resolve_zoo(args.model, runtime="keras")
-        info = export_onnx(folder, args.out, opset=args.opset, overwrite=args.overwrite)
+        info = export_onnx(folder, out, opset=args.opset, overwrite=args.overwrite)
         print(f"wrote {info['path']} ({info['bytes'] / 1e6:.1f} MB, opset {info['opset']}, "
               f"max |onnx - keras| {info['max_abs_diff']:.1e})")
         if args.quantize:
             from segzoo.quantize import quantize_int8
 
-            if not args.calibration:
-                raise SegzooError("--quantize int8 needs --calibration FOLDER (training images)")
-            target = Path(args.out).with_suffix(".int8.onnx")
-            q = quantize_int8(args.out, target, args.calibration, overwrite=args.overwrite)
+            q = quantize_int8(out, target, args.calibration, overwrite=args.overwrite)
             print(f"wrote {q['path']} ({q['bytes'] / 1e6:.1f} MB)")
     except SegzooError as err:
-        print(f"error: {err}", file=sys.stderr)
+        _error(str(err))
         return 2
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        from segzoo import __version__
+def _usage() -> str:
+    from segzoo import __version__
 
-        print(f"segzoo {__version__}\nusage: segzoo {{{','.join(COMMANDS)}}} ...  (segzoo COMMAND --help)")
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    command, rest = argv[0], argv[1:]
+    return f"segzoo {__version__}\nusage: segzoo {{{','.join(COMMANDS)}}} ...  (segzoo COMMAND --help)"
+
+
+def _run(command: str, rest: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if command in ("train", "evaluate", "export", "publish"):
         from segzoo.loading import require_keras
@@ -158,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             require_keras(f"segzoo {command}")
         except SegzooError as err:
-            print(f"error: {err}", file=sys.stderr)
+            _error(str(err))
             return 2
     if command == "train":
         from segzoo.training import main as train_main
@@ -175,6 +358,35 @@ def main(argv: list[str] | None = None) -> int:
 
         return publish_main(rest)
     return predict_main(rest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `segzoo COMMAND ...`; returns the exit code (0 ok, 1 some failures, 2 bad arguments, 130 Ctrl-C)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("SEGZOO_DEBUG", "") not in ("", "0")
+    if argv[:1] == ["--debug"]:
+        debug, argv = True, argv[1:]
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if argv[0] not in COMMANDS:
+        hint = f"; to predict it: segzoo predict {argv[0]} --out FOLDER" if os.path.exists(argv[0]) else ""
+        _error(f"unknown command {argv[0]!r}; valid commands: {', '.join(COMMANDS)}{hint}")
+        return 2
+    try:
+        return _run(argv[0], argv[1:])
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:  # argparse: --help (0) and usage errors (2)
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        raise
+    except OSError as err:
+        if debug:
+            raise
+        _error(describe_os_error(err))
+        return 1
 
 
 if __name__ == "__main__":

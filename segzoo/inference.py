@@ -7,11 +7,12 @@ probabilities (N, H, W, K); this module imports neither Keras nor onnxruntime.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from segzoo.config import ModelConfig
+from segzoo.errors import SegzooError
 from segzoo.preprocessing import normalize, pad_to_multiple
 
 BatchRunner = Callable[[np.ndarray], np.ndarray]
@@ -68,16 +69,46 @@ def run_with_tta(run_batch: BatchRunner, batch: np.ndarray, tta: bool) -> np.nda
     return total / 8.0
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def tiling_settings(config: ModelConfig, *, tile_size: int | None = None, overlap: int | None = None,
+                    batch_size: int | None = None) -> tuple[int, int, int]:
+    """(tile_size, overlap, batch_size) to use, each from the config's inference section when None.
+
+    Valid: tile_size >= 1 pixel, 0 <= overlap < tile_size pixels, batch_size >= 1 tile; anything
+    else (0 included) raises SegzooError naming the valid range. The config's own overlap is
+    not checked against an explicit tile_size: predict_probabilities caps it at half a tile.
+    """
+    inf = config.inference
+    if tile_size is not None and (not _is_int(tile_size) or tile_size < 1):
+        raise SegzooError(f"tile_size must be an integer >= 1 pixel (None: the config's "
+                          f"{inf.tile_size}), got {tile_size!r}")
+    tile = inf.tile_size if tile_size is None else int(tile_size)
+    if overlap is not None and (not _is_int(overlap) or not 0 <= overlap < tile):
+        raise SegzooError(f"overlap must be an integer in [0, tile_size={tile}) pixels (None: the config's "
+                          f"{inf.overlap}), got {overlap!r}")
+    if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
+        raise SegzooError(f"batch_size must be an integer >= 1 tile (None: the config's "
+                          f"{inf.batch_size}), got {batch_size!r}")
+    return (tile, inf.overlap if overlap is None else int(overlap),
+            inf.batch_size if batch_size is None else int(batch_size))
+
+
 def predict_probabilities(run_batch: BatchRunner, image: np.ndarray, config: ModelConfig, *,
                           tile_size: int | None = None, overlap: int | None = None,
                           batch_size: int | None = None, tta: bool = False) -> np.ndarray:
-    """Probabilities (H, W, K) float32 for an HxWx3 uint8 image, tiled when larger than a tile."""
-    prep, inf = config.preprocessing, config.inference
+    """Probabilities (H, W, K) float32 for an HxWx3 uint8 image, tiled when larger than a tile.
+
+    tile_size, overlap (pixels) and batch_size (tiles per forward pass) default to the
+    config's inference section when None; see tiling_settings() for the valid ranges."""
+    prep = config.preprocessing
     stride = prep.pad_to_stride
-    tile = _round_up(tile_size or inf.tile_size, stride)
-    overlap = inf.overlap if overlap is None else overlap
+    tile, overlap, batch_size = tiling_settings(config, tile_size=tile_size, overlap=overlap,
+                                                batch_size=batch_size)
+    tile = _round_up(tile, stride)
     overlap = min(overlap, tile // 2)
-    batch_size = batch_size or inf.batch_size
     h, w = image.shape[:2]
     if h <= tile and w <= tile:
         padded, _ = pad_to_multiple(normalize(image, prep), stride, prep.pad_mode)
