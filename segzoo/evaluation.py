@@ -128,14 +128,17 @@ def render_figure(figures: list, path: Path, crop: int = 400) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="segzoo evaluate", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from segzoo.cli import OneLineParser, non_empty, non_negative_int
+
+    p = OneLineParser(prog="segzoo evaluate", description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("model", help="model folder (config.json + model.weights.h5)")
     p.add_argument("--data", required=True, help="data folder, e.g. ../shared/monuseg/test")
-    p.add_argument("--out", default=None, help="folder for metrics.json/metrics.md (default: the model folder)")
+    p.add_argument("--out", default=None, type=non_empty,
+                   help="folder for metrics.json/metrics.md (default: the model folder)")
     p.add_argument("--tta", action="store_true",
                    help="D4 test-time augmentation (8 passes); writes metrics_tta.json/.md instead")
-    p.add_argument("--figure", type=int, default=0, metavar="N",
+    p.add_argument("--figure", type=non_negative_int, default=0, metavar="N",
                    help="write figure.png with the first N images")
     p.add_argument("--name", default=None, help="model name in the table (default: config name)")
     return p
@@ -144,6 +147,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from segzoo.writers import output_folder_problem
+
+    # Where the tables go is checked before the evaluation, not after it.
+    if args.out is not None:
+        problem = output_folder_problem(args.out)
+        problem = problem and f"--out {problem}"
+    else:  # the model folder itself; load_model reports a missing one
+        problem = output_folder_problem(args.model) if Path(args.model).is_dir() else None
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         from segzoo.inference import keras_runner
         from segzoo.model_io import load_model
