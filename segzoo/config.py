@@ -126,6 +126,11 @@ class ModelConfig:
             raise ConfigError("architecture must be a non-empty string")
         if not isinstance(self.architecture_kwargs, dict):
             raise ConfigError("architecture_kwargs must be an object")
+        num_classes = self.architecture_kwargs.get("num_classes", 1)
+        if isinstance(num_classes, bool) or num_classes != 1:
+            raise ConfigError(
+                "architecture_kwargs.num_classes: segzoo models predict one nucleus probability channel; "
+                f"num_classes={num_classes!r} is not supported (use 1, or leave it out)")
         if self.schema_version != SCHEMA_VERSION:
             raise ConfigError(
                 f"schema_version {self.schema_version} is not supported by this segzoo "
@@ -138,6 +143,7 @@ class ModelConfig:
 
     @property
     def num_classes(self) -> int:
+        """Output channels of the network: always 1 (nucleus probability) for a valid config."""
         return int(self.architecture_kwargs.get("num_classes", 1))
 
     def to_dict(self) -> dict[str, Any]:

@@ -34,6 +34,46 @@ def _drop_small_components(mask: np.ndarray, min_size: int) -> np.ndarray:
     return mask
 
 
+NO_DATA_DARK_MAX = 10
+"""A pixel is no-data black when each of R, G, B is <= this (uint8). Haematoxylin-stained
+nuclei are never this dark: the darkest pixel of the 44 MoNuSeg tiles has max(R, G, B) = 17."""
+NO_DATA_WIDTH = 5
+"""No-data regions are opened by a NO_DATA_WIDTH x NO_DATA_WIDTH square: lines and specks
+narrower than that are not no-data."""
+NO_DATA_MIN_AREA = 1024
+"""...and no-data regions smaller than this many pixels (a 32x32 square, larger than a nucleus
+at 40x) are not no-data either, so a dark or saturated speck inside tissue is left alone."""
+
+
+def no_data_mask(image: np.ndarray) -> np.ndarray:
+    """bool HxW, True where a uint8 RGB (HxWx3) image holds no tissue.
+
+    Rule: a pixel is a no-data candidate when it is black padding (R, G and B all
+    <= NO_DATA_DARK_MAX) or a pure white fill (R = G = B = 255, as some scanners write
+    outside the scanned area). Candidates count only in sizable regions: the candidate
+    mask is opened by a NO_DATA_WIDTH-pixel square, then 8-connected regions smaller than
+    NO_DATA_MIN_AREA pixels are dropped. So a dark nucleus pixel, or a few saturated pixels
+    in a lumen, are never no-data; slide and scan borders, tile padding and empty fields are.
+    The predictor fills these regions with mirrored tissue before the network sees them
+    (segzoo.preprocessing.fill_no_data) and sets the nucleus probability to 0 there
+    afterwards: no nucleus is found in nothing, and nuclei next to it are not suppressed.
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] < 3 or image.dtype != np.uint8:
+        raise ValueError(f"no_data_mask expects an HxWx3 uint8 image, got {image.shape} {image.dtype}")
+    r, g, b = image[..., 0], image[..., 1], image[..., 2]
+    candidate = np.maximum(np.maximum(r, g), b) <= NO_DATA_DARK_MAX  # (faster than max(axis=-1))
+    candidate |= np.minimum(np.minimum(r, g), b) == 255
+    if np.count_nonzero(candidate) < NO_DATA_MIN_AREA:
+        return np.zeros(candidate.shape, dtype=bool)
+    # Opening by a square as separable min/max filters ('nearest': regions at the image
+    # border are not eroded by the border itself).
+    opened = ndi.minimum_filter(candidate.view(np.uint8), size=NO_DATA_WIDTH, mode="nearest")
+    opened = ndi.maximum_filter(opened, size=NO_DATA_WIDTH, mode="nearest").view(bool)
+    opened &= candidate  # a square opening never adds pixels; keeps the dtype exact
+    return _drop_small_components(opened, NO_DATA_MIN_AREA)
+
+
 def probabilities_to_mask(prob: np.ndarray, post: Postprocessing) -> np.ndarray:
     """Threshold, fill holes smaller than fill_holes_size, drop objects below min_object_size."""
     mask = np.asarray(prob) >= post.threshold

@@ -1,7 +1,10 @@
 """The predictor: image in, nuclei probabilities, mask and instance labels out.
 
 Runtime-agnostic: it holds a BatchRunner (see segzoo.inference) and the model's
-ModelConfig, so every runtime pre- and post-processes identically.
+ModelConfig, so every runtime pre- and post-processes identically. Every batch's
+output is checked to be one probability channel at the input's size (ModelOutputError
+otherwise), and no-data regions (black padding, pure white fill; see
+segzoo.postprocessing.no_data_mask) get probability 0, so no nucleus.
 """
 
 from __future__ import annotations
@@ -13,9 +16,52 @@ from pathlib import Path
 import numpy as np
 
 from segzoo.config import ModelConfig
+from segzoo.errors import SegzooError
 from segzoo.imageio import ImageLike, read_image
 from segzoo.inference import BatchRunner, predict_probabilities
-from segzoo.postprocessing import probabilities_to_instances
+from segzoo.postprocessing import no_data_mask, probabilities_to_instances
+from segzoo.preprocessing import fill_no_data
+
+
+class ModelOutputError(SegzooError):
+    """The network's output does not fit its input: another size, or not exactly one channel."""
+
+
+class CheckedRunner:
+    """A BatchRunner that refuses output which is not (N, H, W, 1) for an (N, H, W, C) batch.
+
+    Every runtime's output goes through it, so a model that downsamples (output half the
+    input size) or predicts several classes fails on its first batch with a message naming
+    the model and both shapes, instead of giving mis-sized masks or channel 0 of K. The
+    check is a shape comparison per batch. Other attributes (e.g. an onnx runner's
+    `session`) are those of the wrapped runner.
+    """
+
+    def __init__(self, run_batch: BatchRunner, model: str):
+        self.wrapped = run_batch
+        self.model = model
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        out = self.wrapped(batch)
+        shape = tuple(getattr(out, "shape", ()))
+        expected = (*batch.shape[:3], 1)
+        if shape != expected:
+            if len(shape) == 4 and shape[:3] == expected[:3]:
+                problem = (f"{shape[3]} output channels; segzoo models predict one nucleus probability "
+                           "channel (num_classes=1)")
+            else:
+                problem = ("the output must be (N, H, W, 1) at the input's height and width "
+                           "(a model whose output is smaller or larger than its input is not supported)")
+            raise ModelOutputError(
+                f"model {self.model!r}: input batch of shape {tuple(batch.shape)} gave output of shape "
+                f"{shape}; {problem}")
+        return out
+
+    def __getattr__(self, name: str):
+        wrapped = self.__dict__.get("wrapped")
+        if wrapped is None:
+            raise AttributeError(name)
+        return getattr(wrapped, name)
 
 
 @dataclass
@@ -49,12 +95,23 @@ class Predictor:
     """Predict nuclei with one model; build with segzoo.load() or Predictor.from_folder()."""
 
     def __init__(self, run_batch: BatchRunner, config: ModelConfig, runtime: str = "keras"):
-        self.run_batch = run_batch
         self.config = config
         self.runtime = runtime
+        self.run_batch = run_batch
+
+    @property
+    def run_batch(self) -> CheckedRunner:
+        """The runtime's BatchRunner, wrapped so every output's shape is checked (CheckedRunner)."""
+        return self._run_batch
+
+    @run_batch.setter
+    def run_batch(self, run_batch: BatchRunner) -> None:
+        if isinstance(run_batch, CheckedRunner):
+            run_batch = run_batch.wrapped
+        self._run_batch = CheckedRunner(run_batch, self.config.name or self.config.architecture)
 
     @classmethod
-    def from_folder(cls, folder: str | os.PathLike) -> "Predictor":
+    def from_folder(cls, folder: str | os.PathLike) -> Predictor:
         """Keras runtime from a model folder (config.json + model.weights.h5)."""
         from segzoo.inference import keras_runner
         from segzoo.model_io import load_model
@@ -64,23 +121,35 @@ class Predictor:
 
     def predict(self, image: ImageLike, *, tta: bool = False, tile_size: int | None = None,
                 overlap: int | None = None, batch_size: int | None = None) -> Prediction:
+        """Nuclei in one image (path, PIL image or HxWx3 array; see segzoo.imageio).
+
+        No-data regions (segzoo.postprocessing.no_data_mask: black padding, pure white fill)
+        are filled with mirrored tissue for the network (segzoo.preprocessing.fill_no_data)
+        and get prob 0, so no nucleus is found there; `image` stays the input as read."""
         rgb = read_image(image)
-        prob = predict_probabilities(self.run_batch, rgb, self.config, tile_size=tile_size,
-                                     overlap=overlap, batch_size=batch_size, tta=tta)[..., 0]
+        no_data = no_data_mask(rgb)
+        has_no_data = bool(no_data.any())
+        prob = predict_probabilities(self.run_batch, fill_no_data(rgb, no_data) if has_no_data else rgb,
+                                     self.config, tile_size=tile_size, overlap=overlap,
+                                     batch_size=batch_size, tta=tta)[..., 0]
+        if has_no_data:
+            prob = np.array(prob, dtype=np.float32)  # writable copy (runners may return read-only views)
+            prob[no_data] = 0.0
         mask, labels = probabilities_to_instances(prob, self.config.postprocessing)
         return Prediction(prob=prob.astype(np.float32, copy=False), mask=mask, labels=labels, image=rgb)
 
     def predict_batch(self, images, *, progress: bool = True, **kwargs):
         """Predict several images (a list, or a folder of images). Yields (source, Prediction
-        or the SegzooError it raised), so one bad image does not stop the others."""
+        or the SegzooError it raised), so one bad image does not stop the others; a
+        ModelOutputError (the model's fault, not the image's) is raised."""
         from tqdm import tqdm
-
-        from segzoo.errors import SegzooError
 
         items = list_images(images) if isinstance(images, (str, os.PathLike)) else list(images)
         for item in tqdm(items, desc="predict", unit="image", disable=not progress):
             try:
                 yield item, self.predict(item, **kwargs)
+            except ModelOutputError:
+                raise  # the model, not the image, is at fault: every image would fail the same way
             except SegzooError as err:
                 yield item, err
 
