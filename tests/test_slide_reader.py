@@ -197,6 +197,42 @@ def test_tifffile_converts_planar_gray_uint16_and_alpha(tmp_path, he):
         np.testing.assert_array_equal(region[:, 100:], img[:, 100:])
 
 
+def test_tifffile_decodes_only_the_tiles_a_region_touches(slides, monkeypatch):
+    with open_slide(slides["jpeg"], backend="tifffile") as slide:
+        decoded = []
+        original = slide._decode
+        monkeypatch.setattr(slide, "_decode", lambda src, index, *a: decoded.append(index) or original(src, index, *a))
+        slide.read_region(0, 257, 3, 600, 500)  # 256 px tiles: columns 1-3, rows 0-1 of 8 x 6
+        assert sorted(decoded) == [1, 2, 3, 9, 10, 11]
+
+
+def test_huge_sparse_bigtiff_reads_regions_without_loading_the_level(tmp_path):
+    import itertools
+    import tracemalloc
+
+    pink = np.full((512, 512, 3), (230, 160, 200), np.uint8)
+    n_tiles = (100_000 // 512 + 1) ** 2
+    path = tmp_path / "huge.tif"  # 100000 x 100000 (30 GB of pixels), one stored tile, the rest empty
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        tw.write(itertools.chain([pink], itertools.repeat(None, n_tiles - 1)), shape=(100_000, 100_000, 3),
+                 dtype=np.uint8, tile=(512, 512), photometric="rgb", compression="jpeg",
+                 resolution=(40_000, 40_000), resolutionunit="CENTIMETER")
+    tracemalloc.start()
+    try:
+        with open_slide(path) as slide:
+            assert isinstance(slide, TiffSlide)
+            assert slide.level_dimensions == [(100_000, 100_000)] and slide.mpp == pytest.approx(0.25)
+            region = slide.read_region(0, 400, 300, 300, 400)
+            far = slide.read_region(0, 99_900, 99_950, 300, 100)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.abs(region[:212, :112].astype(int) - pink[300:, 400:]).max() <= 3  # the stored tile
+    assert (region[212:] == 255).all() and (region[:, 112:] == 255).all()  # empty tiles: white
+    assert (far == 255).all()
+    assert peak < 50e6, f"peak {peak / 1e6:.0f} MB"
+
+
 def test_errors_name_the_file_and_the_options(tmp_path):
     with pytest.raises(DataError, match="missing.svs: file not found"):
         open_slide(tmp_path / "missing.svs")

@@ -220,6 +220,7 @@ class _TiffLevel:
     sources: list[_Source]
     samples: int          # channels in the assembled level buffer
     dtype: np.dtype
+    direct: bool          # RGB uint8: segments are copied straight into the output
 
 
 class TiffSlide:
@@ -328,11 +329,12 @@ class TiffSlide:
             if photometric == 3 or photometric == 0 or samples != 3 or dtype != np.uint8:
                 log.info("%s: %s %s image with %d samples converted to RGB uint8 on read", self.path,
                          _PHOTOMETRIC_SUPPORTED.get(photometric, "YCbCr"), dtype, samples)
-        return _TiffLevel(width, height, seg_w, seg_h, across, sources, samples, dtype)
+        direct = samples == 3 and dtype == np.uint8 and photometric in (2, 6)
+        return _TiffLevel(width, height, seg_w, seg_h, across, sources, samples, dtype, direct)
 
     def _read_mpp(self) -> float | None:
         tif = self._tif
-        page = tif.pages.first
+        page = tif.pages[0]
         description = page.description or ""
         if description.startswith("Aperio"):
             match = re.search(r"\|\s*MPP\s*=\s*([0-9.eE+-]+)", description)
@@ -395,8 +397,11 @@ class TiffSlide:
         x1, y1 = min(x + width, lv.width), min(y + height, lv.height)
         if x1 <= x0 or y1 <= y0:
             return out
-        raw = np.zeros((y1 - y0, x1 - x0, lv.samples), dtype=lv.dtype)
-        empty = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+        if lv.direct:  # decode into the (white) output; empty segments stay white
+            raw, empty = out[y0 - y:y1 - y, x0 - x:x1 - x], None
+        else:
+            raw = np.zeros((y1 - y0, x1 - x0, lv.samples), dtype=lv.dtype)
+            empty = np.zeros((y1 - y0, x1 - x0), dtype=bool)
         for row in range(y0 // lv.seg_h, (y1 - 1) // lv.seg_h + 1):
             for col in range(x0 // lv.seg_w, (x1 - 1) // lv.seg_w + 1):
                 ty, tx = row * lv.seg_h, col * lv.seg_w
@@ -409,7 +414,8 @@ class TiffSlide:
                                            f"at level pixel ({tx}, {ty})")
                     dst = (slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0))
                     if segment is None:
-                        empty[dst] = True
+                        if empty is not None:
+                            empty[dst] = True
                         continue
                     part = segment[sy0 - ty:sy1 - ty, sx0 - tx:sx1 - tx]
                     if part.shape[:2] != (sy1 - sy0, sx1 - sx0):
@@ -417,10 +423,11 @@ class TiffSlide:
                             f"{self.path}: cannot read level {level} region (x={x}, y={y}, width={width}, "
                             f"height={height}): corrupt tile at level pixel ({tx}, {ty}) decoded to {segment.shape[:2]}")
                     raw[dst[0], dst[1], src.channel:src.channel + src.channels] = part
-        rgb = self._to_rgb(raw, lv)
-        if empty.any():
-            rgb[empty] = BACKGROUND
-        out[y0 - y:y1 - y, x0 - x:x1 - x] = rgb
+        if not lv.direct:
+            rgb = self._to_rgb(raw, lv)
+            if empty.any():
+                rgb[empty] = BACKGROUND
+            out[y0 - y:y1 - y, x0 - x:x1 - x] = rgb
         return out
 
     def _decode(self, src: _Source, index: int, region: str, where: str) -> np.ndarray | None:
@@ -435,7 +442,7 @@ class TiffSlide:
                 data = fh.read(count)
             kwargs = {}
             if src.keyframe.compression in _JPEG_COMPRESSIONS:
-                kwargs = {"jpegtables": src.page.jpegtables, "jpegheader": src.keyframe.jpegheader}
+                kwargs = {"jpegtables": src.page.jpegtables, "jpegheader": getattr(src.keyframe, "jpegheader", None)}
             segment, _, _ = src.keyframe.decode(data, index, **kwargs)
         except Exception as err:  # noqa: BLE001 - codecs raise many types for corrupt data
             raise DataError(f"{self.path}: cannot read {region}: corrupt or unreadable tile {where} "
@@ -485,7 +492,7 @@ def _plain_tiff(path: Path) -> tuple[bool, float | None]:
 
     try:
         with tifffile.TiffFile(path) as tif:
-            page = tif.pages.first
+            page = tif.pages[0]
             series = tif.series[0] if tif.series else None
             single = series is None or len(series.levels) == 1
             small = page.imagewidth <= PLAIN_TIFF_MAX_SIDE and page.imagelength <= PLAIN_TIFF_MAX_SIDE

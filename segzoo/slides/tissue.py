@@ -14,7 +14,7 @@ Method (`tissue_mask`), on an RGB thumbnail of about 8 um/px:
    under 0.01 mm^2 removed (dust, debris).
 
 `slide_thumbnail` reads the thumbnail from the coarsest pyramid level fine enough for it, in
-horizontal bands, so a 100k px slide's level 0 is never read.
+blocks, so a 100k px slide's level 0 is never read when the slide has a pyramid.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from segzoo.slides.reader import LEVEL_TOLERANCE, read_scaled
 
 THUMBNAIL_MPP = 8.0          # default thumbnail resolution, um/px
 THUMBNAIL_MAX_SIDE = 2048    # and its largest side
+READ_BLOCK = 4096            # slide_thumbnail reads the level in blocks of about this many pixels a side
 SATURATION_BOUNDS = (0.05, 0.15)
 NODATA_MAX = 20              # every channel <= this: black no-data
 WHITE_MIN = 235              # every channel >= this: glass
@@ -44,7 +45,8 @@ def slide_thumbnail(slide: Slide, target_mpp: float = THUMBNAIL_MPP,
     `downsample` is level-0 pixels per thumbnail pixel: thumbnail pixel (r, c) covers level-0
     [c * d, (c + 1) * d) x [r * d, (r + 1) * d); the thumbnail is ceil(W0 / d) x ceil(H0 / d).
     It is read from the coarsest level whose downsample is at most d * 1.1, resampled with
-    `read_scaled` (antialiased) in bands of rows.
+    `read_scaled` (antialiased) in blocks of about 4096 x 4096 level pixels, so memory stays
+    bounded; a slide without a pyramid is read whole at level 0 this way (slow for a large slide).
     """
     if max_side < 1:
         raise ValueError(f"max_side must be >= 1, got {max_side}")
@@ -60,11 +62,12 @@ def slide_thumbnail(slide: Slide, target_mpp: float = THUMBNAIL_MPP,
     scale = slide.level_downsamples[level] / downsample
     width, height = math.ceil(w0 / downsample), math.ceil(h0 / downsample)
     out = np.empty((height, width, 3), dtype=np.uint8)
-    band = max(1, 2**22 // max(width, 1))  # about 4 Mpx of thumbnail (and <= 4.8 Mpx / scale^2 read) per band
-    band = max(1, int(band * min(scale, 1.0) ** 2))
-    for y in range(0, height, band):
-        rows = min(band, height - y)
-        out[y:y + rows] = read_scaled(slide, level, scale, 0, y, width, rows)
+    # blocks of thumbnail pixels whose level region is at most about 4096 x 4096 pixels
+    block = max(8, int(READ_BLOCK * min(scale, 1.0)))
+    for y in range(0, height, block):
+        for x in range(0, width, block):
+            h, w = min(block, height - y), min(block, width - x)
+            out[y:y + h, x:x + w] = read_scaled(slide, level, scale, x, y, w, h)
     return out, float(downsample)
 
 
