@@ -1,12 +1,19 @@
-"""segzoo.load(): one call from a zoo name, an hf:// URI or a folder to a Predictor."""
+"""segzoo.load(): one call from a zoo name, an hf:// URI or a folder to a Predictor.
+
+One config wins: a model folder's config.json is the model's config for every runtime
+(Keras and ONNX, fp32 and int8); the config embedded in an ONNX file serves a bare .onnx
+file. zoo names and hf:// URIs fetch config.json with the ONNX file, so the same holds.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from segzoo.config import CONFIG_FILENAME, ONNX_FILENAMES, WEIGHTS_FILENAME
-from segzoo.errors import SegzooError
+from segzoo.architectures import list_architectures
+from segzoo.config import CONFIG_FILENAME, ONNX_FILENAMES, WEIGHTS_FILENAME, ModelConfig
+from segzoo.errors import ConfigError, SegzooError
+from segzoo.onnx_runtime import onnx_predictor
 from segzoo.predictor import Predictor
 
 RUNTIMES = ("auto", "keras", "onnx")
@@ -36,16 +43,32 @@ def _pick_runtime(runtime: str, has_onnx: bool) -> str:
     return "keras"
 
 
-def predictor_from_folder(folder: Path, runtime: str, precision: str = "fp32") -> Predictor:
-    if runtime == "onnx":
-        from segzoo.onnx_runtime import OnnxPredictorFactory
+def folder_config(folder: Path) -> ModelConfig | None:
+    """The folder's config.json, parsed and checked (a known architecture); None without one.
+    ConfigError naming the file when it is corrupt or names an unknown architecture."""
+    path = folder / CONFIG_FILENAME
+    if not path.is_file():
+        return None
+    config = ModelConfig.load(path)
+    if config.architecture not in list_architectures():
+        raise ConfigError(f"{path}: unknown architecture {config.architecture!r}; "
+                          f"valid architectures: {', '.join(list_architectures())}")
+    return config
 
+
+def predictor_from_folder(folder: Path, runtime: str, precision: str = "fp32") -> Predictor:
+    """A Predictor for a model folder on `runtime` ('keras' or 'onnx'), configured by the
+    folder's config.json (the ONNX file's embedded config only when the folder has none)."""
+    config = folder_config(folder)
+    if runtime == "onnx":
         filename = ONNX_FILENAMES[precision]
         if not (folder / filename).is_file():
             hint = ("create it with `segzoo export --quantize int8` or use precision 'fp32'" if precision == "int8"
                     else "create it with `segzoo export` or use --runtime keras")
             raise SegzooError(f"{folder}: no {filename} for the ONNX runtime; {hint}")
-        return OnnxPredictorFactory.from_file(folder / filename)
+        return onnx_predictor(folder / filename, config, config_source=str(folder / CONFIG_FILENAME))
+    if config is None:
+        raise SegzooError(f"{folder}: no {CONFIG_FILENAME} for the Keras runtime")
     if not (folder / WEIGHTS_FILENAME).is_file():
         raise SegzooError(f"{folder}: no {WEIGHTS_FILENAME} for the Keras runtime")
     require_keras("the Keras runtime")
@@ -81,9 +104,15 @@ def load(source: str | os.PathLike, *, runtime: str = "auto", revision: str | No
     if text.startswith("hf://"):
         repo_id, uri_revision = zoo.parse_hf_uri(text)
         rev = revision or uri_revision
-        choice = _pick_runtime(runtime, has_onnx=False) if runtime != "onnx" else "onnx"
-        files = [CONFIG_FILENAME, WEIGHTS_FILENAME] if choice == "keras" else [ONNX_FILENAMES[precision]]
+        onnx_file = ONNX_FILENAMES[precision]
         try:
+            # The repo's file list (or, offline, what is cached) decides 'auto', as the registry
+            # does for a zoo name; config.json comes with the ONNX file when the repo has one.
+            available = zoo.available_files(repo_id, [CONFIG_FILENAME, onnx_file], revision=rev,
+                                            cache_dir=cache_dir)
+            choice = _pick_runtime(runtime, has_onnx=onnx_file in available)
+            files = ([CONFIG_FILENAME, WEIGHTS_FILENAME] if choice == "keras" else
+                     [f for f in (CONFIG_FILENAME,) if f in available] + [onnx_file])
             folder = zoo.download_files(repo_id, files, revision=rev, cache_dir=cache_dir)
         except Exception as err:
             kind = zoo.hub_failure(err)
@@ -105,8 +134,10 @@ def load(source: str | os.PathLike, *, runtime: str = "auto", revision: str | No
         if precision != "fp32":
             raise SegzooError(f"{path}: an .onnx file runs as it is; to run int8, pass the .int8.onnx "
                               "file itself (precision applies to zoo names, hf:// URIs and folders)")
-        return predictor_from_folder(path.parent, "onnx") if path.name == "model.onnx" else \
-            __import__("segzoo.onnx_runtime", fromlist=["x"]).OnnxPredictorFactory.from_file(path)
+        by_name = {filename: name for name, filename in ONNX_FILENAMES.items()}
+        if path.name in by_name:  # a model folder's ONNX file: the folder's config.json applies
+            return predictor_from_folder(path.parent, "onnx", by_name[path.name])
+        return onnx_predictor(path)
     if path.exists() or os.sep in text or text.startswith("."):
         raise SegzooError(f"{text}: not a model folder, an .onnx file, a zoo name or an hf:// URI")
     entry = zoo.get_entry(text)

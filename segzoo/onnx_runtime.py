@@ -10,6 +10,7 @@ nor Keras.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 
@@ -23,6 +24,8 @@ OUTPUT_NAME = "probabilities"
 META_CONFIG = "segzoo_config"
 META_VERSION = "segzoo_version"
 META_GRAPH_SHA = "segzoo_graph_sha256"
+
+log = logging.getLogger(__name__)
 
 
 class OnnxModelError(SegzooError):
@@ -50,7 +53,7 @@ def read_segzoo_onnx(path: str | os.PathLike, *, verify: bool = True) -> tuple[b
         raise SegzooError(f"{path}: cannot read ONNX file ({err.strerror or err})") from None
     try:
         model = onnx.load_model_from_string(data)
-    except Exception as err:  # protobuf DecodeError and friends
+    except Exception as err:  # noqa: BLE001 -- protobuf DecodeError and friends
         raise OnnxModelError(f"{path}: not a valid ONNX file ({type(err).__name__}: {err})") from None
     meta = {p.key: p.value for p in model.metadata_props}
     if META_CONFIG not in meta:
@@ -85,10 +88,41 @@ def onnx_runner(model_bytes: bytes, *, threads: int | None = None):
     return run
 
 
-class OnnxPredictorFactory:
-    @staticmethod
-    def from_file(path: str | os.PathLike, *, config: ModelConfig | None = None):
-        from segzoo.predictor import Predictor
+OUTPUT_SECTIONS = ("architecture", "architecture_kwargs", "preprocessing", "postprocessing", "inference",
+                   "resolution")  # config fields that change a prediction (not name, provenance)
 
-        data, embedded = read_segzoo_onnx(path)
-        return Predictor(onnx_runner(data), config or embedded, runtime="onnx")
+
+def config_differences(first: ModelConfig, second: ModelConfig) -> list[str]:
+    """'field: first value != second value' for each OUTPUT_SECTIONS field (or subfield) that differs."""
+    a, b = first.to_dict(), second.to_dict()
+    differences = []
+    for section in OUTPUT_SECTIONS:
+        if isinstance(a[section], dict) and isinstance(b[section], dict):
+            for key in sorted(set(a[section]) | set(b[section])):
+                if a[section].get(key) != b[section].get(key):
+                    differences.append(f"{section}.{key}: {a[section].get(key)!r} != {b[section].get(key)!r}")
+        elif a[section] != b[section]:
+            differences.append(f"{section}: {a[section]!r} != {b[section]!r}")
+    return differences
+
+
+def onnx_predictor(path: str | os.PathLike, config: ModelConfig | None = None, *,
+                   config_source: str = "the given config"):
+    """A Predictor running the segzoo ONNX file `path` on onnxruntime.
+
+    `config` (a model folder's config.json, named by `config_source` in messages) is the
+    model's config when given; the config embedded in the file serves a bare .onnx file.
+    Where both exist and differ in a field that changes the output, a WARNING names both
+    and the fields, and `config` wins."""
+    from segzoo.predictor import Predictor
+
+    path = Path(path)
+    data, embedded = read_segzoo_onnx(path)
+    if config is None:
+        config = embedded
+    else:
+        differences = config_differences(config, embedded)
+        if differences:
+            log.warning("%s and the config embedded in %s disagree (%s); using %s", config_source, path,
+                        "; ".join(differences), config_source)
+    return Predictor(onnx_runner(data), config, runtime="onnx")

@@ -4,7 +4,9 @@ serves git repositories built from model_cards/<name>.
 huggingface_hub reads HF_ENDPOINT / HF_HUB_OFFLINE / HF_HUB_CACHE when it is
 imported, so every client runs in a fresh subprocess with its own environment,
 exactly as a user's process would. The server is started and stopped by the
-fixture; nothing is left running.
+fixture; nothing is left running. Every client's HF_ENDPOINT is a local address (the
+olah server or a closed port) and proxy variables are dropped, so no test reaches
+huggingface.co even where a network exists.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def _registry() -> dict:
 ZOO = _registry()
 if not ZOO:
     pytest.skip("the zoo registry is empty", allow_module_level=True)
-NAME = sorted(ZOO)[0]
+NAME = min(ZOO)
 REPO = ZOO[NAME]["repo_id"]
 
 
@@ -81,7 +83,7 @@ def hub(tmp_path_factory):
         [accessibility]
         offline = true
     """))
-    log = open(root / "olah.log", "w")
+    log = open(root / "olah.log", "w")  # noqa: SIM115 -- the server writes to it until teardown
     server = subprocess.Popen([sys.executable, "-m", "olah.server", "-c", str(config)], stdout=log,
                               stderr=subprocess.STDOUT, cwd=root)
     deadline = time.monotonic() + 60
@@ -107,14 +109,27 @@ def hub(tmp_path_factory):
         log.close()
 
 
-def client(code: str, *, endpoint: str, cache: Path, offline: bool = False) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+def dead_endpoint() -> str:
+    """A local address nothing listens on."""
+    return f"http://127.0.0.1:{_free_port()}"
+
+
+def client(code: str, *, endpoint: str, cache: Path, offline: bool = False,
+           without_keras: bool = False) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh process against `endpoint` (a local address) with Hub cache `cache`.
+    without_keras: TensorFlow and Keras cannot be imported, as in the base (ONNX-only) install."""
+    assert endpoint.startswith("http://127.0.0.1:"), "tests must never reach the real Hub"
+    proxy_vars = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HF_", "HUGGINGFACE_")) and k.lower() not in proxy_vars}
     env.update(HF_ENDPOINT=endpoint, HF_HUB_CACHE=str(cache), HF_HUB_DISABLE_TELEMETRY="1",
                HF_HUB_ETAG_TIMEOUT="5", HF_HUB_DOWNLOAD_TIMEOUT="10", TF_CPP_MIN_LOG_LEVEL="3")
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
     prelude = "import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stdout)\n"
-    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], env=env,
+    if without_keras:  # a None entry makes `import tensorflow` raise ImportError
+        prelude += "sys.modules.update(dict.fromkeys(['tensorflow', 'keras', 'tf_keras']))\n"
+    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], env=env, check=False,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -169,11 +184,28 @@ def test_revision_pinning_and_checksum_tamper(hub, tmp_path):
         pinned = client(code, endpoint=hub["endpoint"], cache=tmp_path / "c1")
         assert pinned.returncode == 0, pinned.stderr[-3000:]
         assert "NEW 0.123" in pinned.stdout and "OLD 0.123" not in pinned.stdout
-        # The registry pins the sha256 of the original config: main now fails verification.
-        tamper = client(f"from segzoo.zoo import resolve_zoo; resolve_zoo({NAME!r}, revision='main')",
-                        endpoint=hub["endpoint"], cache=tmp_path / "c2")
-        assert tamper.returncode != 0
-        assert "sha256 mismatch for config.json" in tamper.stderr and "expected" in tamper.stderr
+        # The registry pins the sha256 of the original config: main now fails verification, even
+        # after the forced re-download. The valid bundled copy is used instead, with a WARNING.
+        bundled = json.loads((ROOT / "segzoo" / "bundled" / NAME / "config.json").read_text())
+        code = f"""
+            import segzoo
+            p = segzoo.load({NAME!r})
+            print("RUNTIME", p.runtime, "THRESHOLD", p.config.postprocessing.threshold)
+        """
+        tamper = client(code, endpoint=hub["endpoint"], cache=tmp_path / "c2", without_keras=True)
+        assert tamper.returncode == 0, tamper.stderr[-3000:]
+        assert f"RUNTIME onnx THRESHOLD {bundled['postprocessing']['threshold']}" in tamper.stdout
+        warnings = [line for line in tamper.stdout.splitlines() if line.startswith("WARNING:segzoo.zoo")]
+        assert any("config.json" in w and "failed its sha256 pin" in w and "using the copy bundled" in w
+                   for w in warnings), tamper.stdout[-3000:]
+        # Without a bundled copy the mismatch is an error.
+        no_bundle = client(f"""
+            import segzoo.zoo as zoo
+            zoo.bundled_folder = lambda name: None
+            zoo.resolve_zoo({NAME!r}, revision="main")
+        """, endpoint=hub["endpoint"], cache=tmp_path / "c3")
+        assert no_bundle.returncode != 0
+        assert "sha256 mismatch for config.json" in no_bundle.stderr and "expected" in no_bundle.stderr
     finally:
         _git(repo, "reset", "-q", "--hard", first_sha)
 
@@ -188,9 +220,52 @@ def test_missing_repo_and_offline_without_cache(hub, tmp_path):
 
 
 def test_unreachable_endpoint_falls_back_to_bundled_copy(tmp_path):
-    dead = f"http://127.0.0.1:{_free_port()}"
     result = client(f"from segzoo.zoo import resolve_zoo; print('FOLDER', resolve_zoo({NAME!r}))",
-                    endpoint=dead, cache=tmp_path / "c")
+                    endpoint=dead_endpoint(), cache=tmp_path / "c")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "using the copy bundled with segzoo" in result.stdout
+    assert "INFO:segzoo.zoo" in result.stdout and "using the copy bundled with segzoo" in result.stdout
+    assert "WARNING" not in result.stdout
     assert Path(result.stdout.split("FOLDER ")[1].strip()).resolve() == (ROOT / "model_cards" / NAME).resolve()
+
+
+def test_revision_asked_for_while_unreachable_warns_that_the_bundled_copy_is_used(tmp_path):
+    result = client(f"from segzoo.zoo import resolve_zoo; print('FOLDER', resolve_zoo({NAME!r}, revision='v9'))",
+                    endpoint=dead_endpoint(), cache=tmp_path / "c")
+    assert result.returncode == 0, result.stderr[-3000:]
+    warning = [line for line in result.stdout.splitlines() if line.startswith("WARNING:segzoo.zoo")]
+    assert len(warning) == 1 and "revision 'v9' was asked for" in warning[0], result.stdout[-3000:]
+    assert "using the copy bundled with segzoo" in warning[0] and "registry" in warning[0]
+
+
+def test_hf_uri_auto_runs_onnx_without_tensorflow_online_and_from_the_cache(hub, tmp_path):
+    """The base install (onnxruntime, no TensorFlow/Keras): 'auto' picks ONNX because the repo
+    lists model.onnx, fetches config.json with it, and does the same offline from the cache."""
+    cache = tmp_path / "cache"
+    code = f"""
+        import sys, segzoo
+        from segzoo.imageio import read_image
+        from segzoo.predictor import sample_image_path
+        p = segzoo.load("hf://{REPO}")
+        r = p.predict(read_image(sample_image_path())[:192, :192])
+        assert "tensorflow" not in [m.split(".")[0] for m in sys.modules if sys.modules[m] is not None]
+        print("RUNTIME", p.runtime, "NUCLEI", r.num_nuclei, "SHAPE", r.prob.shape)
+    """
+    online = client(code, endpoint=hub["endpoint"], cache=cache, without_keras=True)
+    assert online.returncode == 0, online.stderr[-3000:]
+    assert "RUNTIME onnx" in online.stdout and "SHAPE (192, 192)" in online.stdout
+    assert int(online.stdout.split("NUCLEI ")[1].split()[0]) > 0
+    cached = {p.name for p in cache.rglob("*") if p.is_file() and "snapshots" in p.parts}
+    assert cached == {"config.json", "model.onnx"}, cached
+    offline = client(code, endpoint=hub["endpoint"], cache=cache, offline=True, without_keras=True)
+    assert offline.returncode == 0, offline.stderr[-3000:]
+    assert online.stdout.split("RUNTIME")[1] == offline.stdout.split("RUNTIME")[1]
+
+
+def test_cache_folder_that_cannot_be_written_is_an_error_not_a_silent_fallback(hub, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    result = client(f"from segzoo.zoo import resolve_zoo; resolve_zoo({NAME!r})", endpoint=hub["endpoint"],
+                    cache=blocker)
+    assert result.returncode != 0, "a broken cache must not fall back to the bundled copy silently"
+    assert "SegzooError: Hugging Face cache" in result.stderr and str(blocker) in result.stderr
+    assert "using the copy bundled" not in result.stdout
