@@ -144,9 +144,12 @@ def test_bad_precision_is_refused(tmp_path, kwargs, match):
         segzoo.load(tmp_path, **kwargs)
 
 
-def test_zoo_models_load_in_int8_from_the_bundled_copy():
+def test_zoo_models_load_in_int8_from_the_bundled_copy(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # never huggingface.co, even with a network
     for name in segzoo.list_models():
-        predictor = segzoo.load(name, precision="int8")
+        predictor = segzoo.load(name, precision="int8", cache_dir=tmp_path)  # empty cache: the bundled copy
         assert predictor.runtime == "onnx"
         assert predictor.predict(np.full((48, 48, 3), 200, np.uint8)).prob.shape == (48, 48)
 
