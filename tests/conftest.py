@@ -6,6 +6,11 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# No test may reach the real Hub: in-process loads see a closed local endpoint (port 9,
+# discard) before huggingface_hub is first imported, and fall back to the bundled copies.
+# Tests that need a Hub start their own (tests/test_hub.py) and pass its address explicitly.
+os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
+os.environ.pop("HF_TOKEN", None)
 
 import numpy as np
 import pytest
