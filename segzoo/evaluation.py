@@ -25,6 +25,7 @@ from segzoo.errors import SegzooError
 from segzoo.inference import BatchRunner, predict_probabilities
 from segzoo.metrics import PixelCounts, aggregated_jaccard_index, panoptic_quality, pixel_counts
 from segzoo.postprocessing import probabilities_to_instances
+from segzoo.provenance import portable_path
 
 log = logging.getLogger("segzoo.evaluate")
 
@@ -67,7 +68,7 @@ def evaluate(run_batch: BatchRunner, config: ModelConfig, data: str | Path, *, t
         if values:
             mean[key] = float(np.mean(values))
     metrics = {
-        "dataset": str(data),
+        "dataset": portable_path(data),  # relative to the working folder: names no machine
         "n_images": len(per_image),
         "n_images_with_instances": sum("aji" in r for r in per_image),
         "threshold": config.postprocessing.threshold,

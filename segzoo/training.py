@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import os
-import shlex
 import shutil
 import sys
 import time
@@ -30,6 +29,7 @@ from segzoo.data.monuseg import Sample, discover_samples, load_sample
 from segzoo.errors import SegzooError
 from segzoo.losses import LOSSES, get_loss
 from segzoo.metrics import PixelCounts, pixel_counts
+from segzoo.provenance import environment, portable_command, portable_path
 
 log = logging.getLogger("segzoo.train")
 
@@ -204,12 +204,14 @@ def run(args: argparse.Namespace) -> Path:
         config.postprocessing = settings.postprocessing
     config.name = args.name
     config.postprocessing.min_object_size = args.min_object_size
+    # Paths relative to the folder the command ran in, so the provenance names no machine.
     config.provenance = {
-        "data": str(args.data),
+        "data": portable_path(args.data),
         "train_stems": [s.stem for s in train_samples],
         "val_stems": [s.stem for s in val_samples],
-        "command": "segzoo train " + " ".join(shlex.quote(a) for a in args.argv),
+        "command": portable_command("segzoo train", args.argv),
         "segzoo_version": __version__,
+        "environment": environment(keras.backend.backend()),
         "loss": args.loss,
         "seed": args.seed,
     }
@@ -221,7 +223,7 @@ def run(args: argparse.Namespace) -> Path:
         config.provenance["precise_bn_batches"] = args.precise_bn
     if settings is not None:
         config.provenance["settings_from"] = {
-            "source": args.settings_from, "name": settings.name,
+            "source": _source_name(args.settings_from), "name": settings.name,
             "command": settings.provenance.get("command"), "val_stems": settings.provenance.get("val_stems"),
             "best_epoch": settings.provenance.get("best_epoch"),
             **{k: settings.provenance[k] for k in ("threshold_selection", "postprocessing_selection")
@@ -230,7 +232,7 @@ def run(args: argparse.Namespace) -> Path:
         log.warning("no validation split and no --settings-from: threshold stays %.2f and post-processing "
                     "at its defaults", config.postprocessing.threshold)
     if init_config is not None:
-        config.provenance["init_from"] = {"source": args.init_from, "name": init_config.name,
+        config.provenance["init_from"] = {"source": _source_name(args.init_from), "name": init_config.name,
                                           "command": init_config.provenance.get("command")}
     if started:
         # The command that reproduces the run is the one that started it; resumes are listed.
@@ -300,11 +302,26 @@ def _model_folder(source: str) -> Path:
     return resolve_zoo(source, runtime="keras")
 
 
+def _source_name(source: str) -> str:
+    """--settings-from/--init-from as provenance: a folder relative to the working folder
+    (portable_path), a zoo name as given."""
+    return portable_path(source) if Path(source).is_dir() else source
+
+
 def _settings_model(source: str | None) -> ModelConfig | None:
-    """The config of the validated model named by --settings-from (a folder or zoo name)."""
+    """The config of the validated model named by --settings-from (a folder or zoo name).
+
+    A refit (itself trained with --settings-from, like the zoo models) passes on the
+    validation run it took its settings from, so `--settings-from model_cards/<name>`
+    reproduces a released refit from the shipped folder alone."""
     if not source:
         return None
     config = ModelConfig.load(_model_folder(source) / CONFIG_FILENAME)
+    chosen_by = config.provenance.get("settings_from")
+    if "threshold_selection" not in config.provenance and isinstance(chosen_by, dict) \
+            and "threshold_selection" in chosen_by:
+        config.name = chosen_by.get("name") or config.name
+        config.provenance = {k: v for k, v in chosen_by.items() if k != "source"}
     if "threshold_selection" not in config.provenance:
         raise SegzooError(f"--settings-from {source}: its threshold was not chosen on a validation split "
                           "(no threshold_selection in its provenance)")

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,7 +74,9 @@ def test_fine_tune_starts_from_the_given_model(trained, tmp_path, capsys):
     model, config = load_model(out)
     assert config.architecture_kwargs == start_config.architecture_kwargs
     assert config.preprocessing == start_config.preprocessing
-    assert config.provenance["init_from"]["source"] == str(start)
+    # stored relative to the working folder (the pytest folder is outside it: with ..)
+    source = config.provenance["init_from"]["source"]
+    assert not os.path.isabs(source) and Path(source).resolve() == start.resolve()
     for tuned, original in zip(model.trainable_weights, start_model.trainable_weights):
         np.testing.assert_allclose(np.asarray(tuned), np.asarray(original), atol=1e-6)
 
@@ -109,10 +112,126 @@ def test_refit_on_every_tile_takes_settings_from_the_validated_model(trained, tm
     json.loads((out / "config.json").read_text(),  # strict JSON: no NaN from the missing validation
                parse_constant=lambda c: pytest.fail(f"config.json holds {c}"))
 
+    # A refit passes on its validation run's settings: --settings-from a released refit reproduces
+    # it from the shipped folder alone (the zoo cards' commands name model_cards/<name>).
+    again = tmp_path / "again"
+    assert train_main(_train_args(data, again, "--val-fraction", "0", "--settings-from", str(out),
+                                  "--epochs", "1")) == 0
+    _, config_again = load_model(again)
+    assert config_again.postprocessing == config.postprocessing
+    assert Path(config_again.provenance["settings_from"].pop("source")).resolve() == out.resolve()
+    assert config_again.provenance["settings_from"] == {k: v for k, v in prov["settings_from"].items()
+                                                        if k != "source"}
+
     unvalidated = tmp_path / "unvalidated"
     assert train_main(_train_args(data, unvalidated, "--val-fraction", "0")) == 0
     assert train_main(_train_args(data, tmp_path / "r2", "--settings-from", str(unvalidated))) == 2
     assert "not chosen on a validation split" in capsys.readouterr().err
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def test_provenance_names_no_machine_and_records_the_software(trained):
+    """The run's data and out were given as absolute paths: provenance stores them relative to
+    the working folder (so a shipped config.json names no machine), the command as typed
+    with those paths, and the package versions and git commit that trained it."""
+    import shlex
+    from importlib import metadata
+
+    import segzoo
+
+    data, out = trained
+    prov = load_model(out)[1].provenance
+    for text in _strings(prov):
+        words = shlex.split(text) if text.startswith("segzoo ") else [text]
+        assert not any(os.path.isabs(w) for w in words), text
+    assert Path(prov["data"]).resolve() == data.resolve()
+    words = shlex.split(prov["command"])
+    assert Path(words[words.index("--out") + 1]).resolve() == out.resolve()
+    env = prov["environment"]
+    assert env["keras_backend"] == "tensorflow"
+    assert env["packages"] == {"segzoo": segzoo.__version__, **{
+        name: metadata.version(name) for name in ("keras", "numpy", "onnxruntime", "tensorflow")}}
+    if (ROOT / ".git").exists():
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], check=True, capture_output=True,
+                              text=True)
+        assert env["git_commit"] == head.stdout.strip() and isinstance(env["git_dirty"], bool)
+
+
+def test_portable_paths_and_commands(tmp_path):
+    from segzoo.provenance import portable_command, portable_path
+
+    base = tmp_path / "repo"
+    assert portable_path(base / "runs" / "unet", base) == "runs/unet"
+    assert portable_path(tmp_path / "shared" / "monuseg", base) == "../shared/monuseg"
+    assert portable_path("../shared/./monuseg/train", base) == "../shared/monuseg/train"  # as given
+    command = portable_command("segzoo train", ["--data", str(tmp_path / "shared" / "train"),
+                                                f"--out={base / 'runs' / 'u'}", "--arch-kwargs", '{"a": 1}'], base)
+    assert command == "segzoo train --data ../shared/train --out=runs/u --arch-kwargs '{\"a\": 1}'"
+
+
+def test_save_and_load_keras_model(tmp_path):
+    """segzoo.save_model / segzoo.load_keras_model: a round trip keeps weights, outputs and config;
+    an existing model is not replaced without overwrite=True; broken or missing weights raise a
+    SegzooError naming the file."""
+    import keras
+
+    import segzoo
+    from segzoo.errors import ConfigError, SegzooError
+    from segzoo.model_io import default_config
+    from segzoo.zoo import sha256_of
+
+    kwargs = {"depth": 2, "base_filters": 4, "dropout": 0.0}
+    config = default_config("unet", **kwargs)
+    config.name, config.postprocessing.threshold = "tiny", 0.4
+    keras.utils.set_random_seed(1)
+    model = segzoo.create_model("unet", **kwargs)
+    folder = segzoo.save_model(model, tmp_path / "m", config)
+    loaded, loaded_config = segzoo.load_keras_model(folder)
+    assert loaded_config == config
+    for a, b in zip(loaded.weights, model.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    x = np.random.default_rng(0).random((1, 32, 32, 3), dtype=np.float32)
+    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.weights.h5"]  # no staging left
+
+    weights = folder / "model.weights.h5"
+    before = sha256_of(weights)
+    keras.utils.set_random_seed(2)
+    other = segzoo.create_model("unet", **kwargs)
+    with pytest.raises(SegzooError, match="already holds a model; pass overwrite=True"):
+        segzoo.save_model(other, folder, config)
+    assert sha256_of(weights) == before
+    segzoo.save_model(other, folder, config, overwrite=True)
+    np.testing.assert_array_equal(np.asarray(segzoo.load_keras_model(folder)[0](x)), np.asarray(other(x)))
+
+    good = weights.read_bytes()
+    for broken in (b"not an HDF5 file", good[: len(good) // 2]):
+        weights.write_bytes(broken)
+        with pytest.raises(SegzooError, match=f"{re.escape(str(weights))}: cannot load weights into 'unet'"):
+            segzoo.load_keras_model(folder)
+    wider = segzoo.create_model("unet", **{**kwargs, "base_filters": 8})  # weights of another shape
+    segzoo.save_model(wider, tmp_path / "wide", default_config("unet", **{**kwargs, "base_filters": 8}))
+    weights.write_bytes((tmp_path / "wide" / "model.weights.h5").read_bytes())
+    with pytest.raises(SegzooError, match=re.escape(str(weights))):
+        segzoo.load_keras_model(folder)
+    weights.unlink()
+    with pytest.raises(SegzooError, match=f"{re.escape(str(weights))}: weights file is missing"):
+        segzoo.load_keras_model(folder)
+    (folder / "config.json").unlink()
+    with pytest.raises(ConfigError, match=re.escape(str(folder / "config.json"))):
+        segzoo.load_keras_model(folder)
+    with pytest.raises(SegzooError, match="not a model folder"):
+        segzoo.load_keras_model(tmp_path / "absent")
 
 
 def test_overwrite_and_time_budget(trained, tmp_path):
@@ -245,19 +364,6 @@ def test_precise_batchnorm_sets_the_mean_of_batch_statistics(trained, tmp_path):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
     stats = [(np.asarray(a), np.asarray(b)) for a, b in zip(precise.non_trainable_weights, moving.non_trainable_weights)]
     assert stats and all(not np.allclose(a, b) for a, b in stats)
-
-
-def test_keras_check_asks_for_the_configured_backend_not_tensorflow(monkeypatch):
-    """Training runs on KERAS_BACKEND=jax/torch without TensorFlow (README), so the check must not
-    ask for TensorFlow by name; here Keras is importable, so it passes however TensorFlow looks."""
-    import importlib.util
-
-    from segzoo.loading import require_keras
-
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "tensorflow" else real_find_spec(name, *a))
-    require_keras("segzoo train")
 
 
 def test_keras_check_names_the_missing_backend():
