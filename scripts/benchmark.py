@@ -205,11 +205,23 @@ def run_child(model: str, runtime: str, image: Path, *, repeats: int, warmup: in
     return None
 
 
+def _software(meta: dict) -> str:
+    """" Software: <packages>; git commit <hash>." from meta["environment"] ("" before it was recorded)."""
+    env = meta.get("environment")
+    if not env:
+        return ""
+    packages = ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items() if v)
+    commit = env.get("git_commit")
+    where = (f"git commit {commit[:12]}{' with uncommitted changes' if env.get('git_dirty') else ''}"
+             if commit else "not a git checkout")
+    return f" Software: {packages} (Keras backend {env.get('keras_backend')}); {where}."
+
+
 def markdown(rows: list[dict], large_rows: list[dict], meta: dict) -> str:
     lines = [f"Benchmark: {meta['cpu_count']} CPU cores, {meta['machine']}, Python {meta['python']}; "
              f"end to end per image (read, tiles, blend, threshold, instances); "
              f"{meta.get('rounds', 1)} rounds (a fresh process per model, runtime and round, runtimes "
-             f"interleaved) of {meta['repeats']} repeats after {meta['warmup']} warm-up.", "",
+             f"interleaved) of {meta['repeats']} repeats after {meta['warmup']} warm-up.{_software(meta)}", "",
              "| model | runtime | tile | median ms | p95 ms | MP/s | peak RSS MB | speed vs Keras "
              "| network alone ms | network speed vs Keras | network GFLOP/s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -251,6 +263,19 @@ def markdown(rows: list[dict], large_rows: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_meta(args: argparse.Namespace, argv: list[str], image: Path) -> dict:
+    """The machine and settings of a benchmark run, with paths relative to the working folder
+    (the shipped benchmark.json names no machine), the command and the software
+    (segzoo.provenance.environment: package versions, git commit)."""
+    sys.path.insert(0, str(ROOT))
+    from segzoo.provenance import environment, portable_command, portable_path
+
+    return {"cpu_count": os.cpu_count(), "machine": cpu_name(), "python": platform.python_version(),
+            "image": portable_path(image), "repeats": args.repeats, "rounds": args.rounds, "warmup": args.warmup,
+            "gflop": {}, "command": portable_command("python scripts/benchmark.py", argv),
+            "environment": environment()}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", default=None, help="zoo names or folders (default: all in model_cards/)")
@@ -269,11 +294,13 @@ def main(argv=None) -> int:
     p.add_argument("--markdown", type=Path, default=None)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--runtime", default=None, help=argparse.SUPPRESS)
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     if args.child:
         args.model = args.models[0]
         child(args)
         return 0
+    sys.path.insert(0, str(ROOT))
     from segzoo.config import atomic_write_text
 
     image = args.image or default_tile()
@@ -300,9 +327,7 @@ def main(argv=None) -> int:
             if row:
                 large_rows.append(row)
                 print(json.dumps(row), flush=True)
-    meta = {"cpu_count": os.cpu_count(), "machine": cpu_name(),
-            "python": platform.python_version(), "image": str(image), "repeats": args.repeats,
-            "rounds": args.rounds, "warmup": args.warmup, "gflop": {}}
+    meta = run_meta(args, argv, image)
     meta["sgemm_gflops_by_library"] = sgemm_gflops()
     for row in rows:
         if row["runtime"] == "onnx-fp32" and row.get("padded"):

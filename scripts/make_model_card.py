@@ -74,6 +74,32 @@ def _validation_curve_text(rows: list[dict]) -> str:
             f"one that describes this recipe (the peak of a noisy curve is biased upwards).")
 
 
+def _software_text(env: dict | None) -> str:
+    """One line naming the packages, Python and git commit in a provenance "environment"
+    ("(not recorded)" for runs from before it was recorded)."""
+    if not env:
+        return "(not recorded)"
+    packages = env.get("packages") or {}
+    names = [f"{name} {version}" for name, version in packages.items() if version]
+    commit = env.get("git_commit")
+    where = (f"git commit `{commit[:12]}`{' with uncommitted changes' if env.get('git_dirty') else ''}"
+             if commit else "not a git checkout")
+    return (f"{', '.join(names)}; Keras backend {env.get('keras_backend', '?')}; Python {env.get('python', '?')}; "
+            f"{where}")
+
+
+def _environment_text(prov: dict) -> str:
+    """Where a run and its release recorded their software (segzoo.provenance.environment)."""
+    lines = []
+    if prov.get("environment"):
+        lines.append(f"Trained with: {_software_text(prov['environment'])}.")
+    release = prov.get("release") or {}
+    if release.get("environment"):
+        lines.append(f"Released (evaluation, ONNX export) with `{release.get('command', '?')}`: "
+                     f"{_software_text(release['environment'])}.")
+    return ("\n\n" + "\n".join(lines)) if lines else ""
+
+
 def _split_text(prov: dict, validation_rows: list[dict] | None = None) -> str:
     """How the validation split was used: checkpoint/threshold selection, or a separate
     validation run whose settings a refit on every training tile reused (with that run's
@@ -96,22 +122,24 @@ def _split_text(prov: dict, validation_rows: list[dict] | None = None) -> str:
 def render(folder: Path) -> str:
     config = json.loads((folder / "config.json").read_text())
     metrics = json.loads((folder / "metrics.json").read_text())
-    log_rows = list(csv.DictReader(open(folder / "training_log.csv")))
+    log_rows = list(csv.DictReader((folder / "training_log.csv").read_text().splitlines()))
     validation_log = folder / "training_log_validation.csv"
-    validation_rows = list(csv.DictReader(open(validation_log))) if validation_log.is_file() else []
+    validation_rows = (list(csv.DictReader(validation_log.read_text().splitlines()))
+                       if validation_log.is_file() else [])
     name = config.get("name") or folder.name
     arch = config["architecture"]
     arch_text, tag = ARCH_NOTES.get(arch, (arch, arch))
     prov = config.get("provenance", {})
     post = config["postprocessing"]
     mean = metrics["mean"]
+    test_data = metrics.get("dataset") or "../shared/monuseg/test"  # as evaluated (relative to the repo)
     minutes = float(log_rows[-1]["elapsed_min"]) if log_rows else float("nan")
     best_epoch = prov.get("best_epoch", "?")
     n_train = len(prov.get("train_stems", [])) or "?"
     selected = (f"The model is epoch {best_epoch} of {len(log_rows)}, the last" if prov.get("settings_from")
                 else f"Best validation\nDice at epoch {best_epoch} of {len(log_rows)}")
     patches_per_s = sorted(float(r["patches_per_s"]) for r in log_rows)[len(log_rows) // 2] if log_rows else 0
-    fmt = lambda v: f"{v:.4f}"  # noqa: E731
+    fmt = lambda v: f"{v:.4f}"
 
     def row(label: str, m: dict) -> str:
         micro_, mean_ = m["micro"], m["mean"]
@@ -127,7 +155,7 @@ def render(folder: Path) -> str:
         table += ("\n\nThe model-index above holds the default (one pass). With `tta=True` (`--tta` on the\n"
                   "command line) each tile is predicted in its 8 flips and rotations and the probabilities\n"
                   "averaged: 8x the compute, same threshold. `metrics_tta.json` holds its per-image values\n"
-                  f"(`segzoo evaluate model_cards/{name} --data ../shared/monuseg/test --tta`).")
+                  f"(`segzoo evaluate model_cards/{name} --data {test_data} --tta`).")
     per_image = "\n".join(f"| {r['image']} | {r['dice']:.4f} | {r.get('aji', float('nan')):.4f} | "
                           f"{r.get('pq', float('nan')):.4f} |" for r in metrics["per_image"])
     return f"""---
@@ -205,12 +233,12 @@ The test set was used only for the final numbers below.
 
 Loss: {prov.get('loss', '?')}; AdamW with warm-up and cosine decay{_options_text(prov)}; random 256x256 patches with
 scale jitter, D4 flips/rotations, HED stain jitter and brightness/contrast jitter. {selected}; {minutes:.0f} minutes of training on
-{prov.get('hardware', '2 CPU cores')} (median {patches_per_s:.1f} patches/s). The full log is `training_log.csv`.
+{prov.get('hardware', '2 CPU cores')} (median {patches_per_s:.1f} patches/s). The full log is `training_log.csv`.{_environment_text(prov)}
 
 ## Evaluation
 
 ```
-segzoo evaluate model_cards/{name} --data ../shared/monuseg/test --figure 3
+segzoo evaluate model_cards/{name} --data {test_data} --figure 3
 ```
 
 On the 14 official MoNuSeg 2018 test images, with ground truth rasterised from the XML polygons.

@@ -12,6 +12,17 @@ existing zoo folder (the folder itself is the run; weights, metrics and training
 and updates the pins:
 
     python scripts/release.py model_cards/unet-monuseg --name unet-monuseg --data ../shared/monuseg --onnx-only
+
+After an edit of a released config.json (a provenance fix, a new config field), `--config-only`
+embeds it in model.onnx and model.int8.onnx (their metadata; the graph and its checksum are
+unchanged), regenerates the card and updates the pins; it needs no data:
+
+    python scripts/release.py model_cards/unet-monuseg --name unet-monuseg --config-only
+
+Run it from the repository root: the provenance stores paths relative to the working folder.
+A refit's validation run does not ship, but its selections (config.json) and log
+(training_log_validation.csv) do, so its `--settings-from` becomes the released folder
+(`segzoo train --settings-from model_cards/<name>` takes a refit's validation settings).
 """
 
 from __future__ import annotations
@@ -34,22 +45,38 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run", type=Path, help="run folder written by segzoo train")
     p.add_argument("--name", required=True)
-    p.add_argument("--data", type=Path, required=True, help="MoNuSeg root with train/ and test/")
+    p.add_argument("--data", type=Path, default=None,
+                   help="MoNuSeg root with train/ and test/ (not needed with --config-only)")
     p.add_argument("--repo-id", default=None, help="Hub repo (default: segzoo/<name>)")
     p.add_argument("--hardware", default=None, help="what the training ran on, for the card")
     p.add_argument("--onnx-only", action="store_true",
                    help="only re-export the ONNX files of the zoo folder `run` (weights and metrics kept)")
+    p.add_argument("--config-only", action="store_true",
+                   help="only embed the zoo folder's edited config.json in its ONNX files, card and pins")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
+    if args.data is None and not args.config_only:
+        p.error("--data is required (except with --config-only)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     sys.path.insert(0, str(ROOT))
     from segzoo.config import Inference, ModelConfig
+    from segzoo.provenance import environment, portable_command
 
     dest = ROOT / "model_cards" / args.name
     run = lambda *cmd: subprocess.run([sys.executable, *map(str, cmd)], check=True)  # noqa: E731
-    if args.onnx_only:
-        if args.run.resolve() != dest.resolve():
-            sys.exit(f"--onnx-only re-exports a released folder: pass {dest} as the run, not {args.run}")
+    if (args.onnx_only or args.config_only) and args.run.resolve() != dest.resolve():
+        sys.exit(f"--onnx-only and --config-only work on a released folder: pass {dest} as the run, "
+                 f"not {args.run}")
+    release = {"command": portable_command("python scripts/release.py", argv), "environment": environment()}
+    if args.config_only:
         config = ModelConfig.load(dest)
+        for name in ("model.onnx", "model.int8.onnx"):
+            if (dest / name).is_file():
+                embed_config(dest / name, config)
+    elif args.onnx_only:
+        config = ModelConfig.load(dest)
+        config.provenance["release"] = release  # what exported the new ONNX files
+        config.save(dest / "config.json")
     else:
         dest.mkdir(parents=True, exist_ok=True)
         config = ModelConfig.load(args.run)
@@ -65,13 +92,17 @@ def main(argv=None) -> int:
             config.provenance["init_from"]["epochs"] = len(init_rows)
             config.provenance["init_from"]["training_minutes"] = (float(init_rows[-1]["elapsed_min"])
                                                                   if init_rows else None)
-        _keep_log(config.provenance.get("settings_from"), dest / "training_log_validation.csv")
+        _keep_log(config.provenance.get("settings_from"), dest / "training_log_validation.csv",
+                  prefer="training_log_validation.csv")  # a refit as the source: its validation run's
+        settings_to_released_folder(config.provenance, dest)
+        config.provenance["release"] = release
         config.save(dest / "config.json")
         shutil.copy2(args.run / "model.weights.h5", dest / "model.weights.h5")
         shutil.copy2(args.run / "training_log.csv", dest / "training_log.csv")
         run(ROOT / "scripts" / "evaluate.py", dest, "--data", args.data / "test", "--figure", "3")
         run(ROOT / "scripts" / "evaluate.py", dest, "--data", args.data / "test", "--tta")  # metrics_tta.json
-    _export_onnx_files(dest, args.data)
+    if not args.config_only:
+        _export_onnx_files(dest, args.data)
     run(ROOT / "scripts" / "make_model_card.py", dest)
     _pin(dest, args.name, args.repo_id, config.architecture)
     print(f"released {dest}")
@@ -124,11 +155,68 @@ def _pin(dest: Path, name: str, repo_id: str | None, architecture: str) -> None:
     atomic_write_text(registry_path, json.dumps(registry, indent=2) + "\n")
 
 
-def _keep_log(stage: dict | None, target: Path) -> str | None:
-    """Copy the training_log.csv of the run named by a provenance entry to `target`; its text."""
+def embed_config(path: Path, config) -> None:
+    """Replace the config embedded in a segzoo ONNX file (metadata "segzoo_config") with
+    `config`, leaving the graph, its stored sha256 and every other field as they are.
+    Refuses a file whose graph no longer matches its checksum."""
+    import onnx
+
+    from segzoo.config import atomic_write_bytes
+    from segzoo.onnx_runtime import META_CONFIG, graph_sha256, read_segzoo_onnx
+
+    read_segzoo_onnx(path)  # verifies the graph checksum
+    model = onnx.load_model_from_string(path.read_bytes())
+    before = graph_sha256(model)
+    (prop,) = [p for p in model.metadata_props if p.key == META_CONFIG]
+    prop.value = config.to_json()
+    if graph_sha256(model) != before:
+        raise RuntimeError(f"{path}: rewriting the metadata changed the graph")
+    atomic_write_bytes(path, model.SerializeToString())
+    _, embedded = read_segzoo_onnx(path)
+    if embedded.to_dict() != config.to_dict():
+        raise RuntimeError(f"{path}: the embedded config does not read back as written")
+
+
+def settings_to_released_folder(provenance: dict, dest: Path) -> None:
+    """A refit's validation run (provenance["settings_from"]["source"], a run folder) does not
+    ship; its selections and log do, in `dest`. Name `dest` instead (relative to the working
+    folder), in the source and in the --settings-from of the recorded commands, so the
+    command reproduces from the repository. A source already under model_cards/ is kept."""
+    import shlex
+
+    from segzoo.provenance import portable_path
+
+    stage = provenance.get("settings_from")
+    source = stage.get("source") if isinstance(stage, dict) else None
+    if not source or (ROOT / "model_cards") in Path(source).resolve().parents:
+        return
+    if not Path(source).is_dir() and "/" not in source and "\\" not in source:
+        return  # a zoo name: ships with segzoo
+    released = portable_path(dest.resolve())
+
+    def rewrite(command: str) -> str:
+        words = shlex.split(command)
+        for i, word in enumerate(words[:-1]):
+            if word == "--settings-from" and words[i + 1] == source:
+                words[i + 1] = released
+        words = [f"--settings-from={released}" if w == f"--settings-from={source}" else w for w in words]
+        return shlex.join(words)
+
+    stage["source"] = released
+    if provenance.get("command"):
+        provenance["command"] = rewrite(provenance["command"])
+    if provenance.get("resumed_with"):
+        provenance["resumed_with"] = [rewrite(c) for c in provenance["resumed_with"]]
+
+
+def _keep_log(stage: dict | None, target: Path, prefer: str | None = None) -> str | None:
+    """Copy the training_log.csv of the run named by a provenance entry to `target` (its
+    `prefer` log instead where it has one); its text."""
     from segzoo.config import atomic_write_text
 
-    source = Path(stage["source"]) / "training_log.csv" if stage else None
+    folder = Path(stage["source"]) if stage else None
+    source = folder / prefer if folder is not None and prefer and (folder / prefer).is_file() \
+        else (folder / "training_log.csv" if folder is not None else None)
     if source is None or not source.is_file():
         if stage is None:
             target.unlink(missing_ok=True)  # a stale log of an earlier release of this name

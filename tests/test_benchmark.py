@@ -4,6 +4,7 @@ speed targets live in the benchmark, not in timed tests)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,32 @@ def test_matmul_speed_is_measured_for_both_libraries(benchmark):
 
 def test_cpu_name_is_never_empty(benchmark):
     assert benchmark.cpu_name().strip()
+
+
+def test_run_meta_names_no_machine_and_records_the_software(benchmark, tmp_path, monkeypatch):
+    """benchmark.json ships: the tile and command paths are relative to the working folder, and
+    the package versions and git commit are recorded and shown in the table's header."""
+    import argparse
+
+    import segzoo
+
+    monkeypatch.chdir(tmp_path)
+    image = tmp_path.parent / "shared" / "monuseg" / "test" / "images" / "a.tif"
+    argv = ["--image", str(image), "--json", str(tmp_path / "b.json")]
+    args = argparse.Namespace(repeats=5, rounds=3, warmup=1)
+    meta = benchmark.run_meta(args, argv, image)
+    assert meta["image"] == "../shared/monuseg/test/images/a.tif"
+    assert meta["command"] == "python scripts/benchmark.py --image ../shared/monuseg/test/images/a.tif --json b.json"
+    assert meta["environment"]["packages"]["segzoo"] == segzoo.__version__
+    assert meta["environment"]["packages"]["onnxruntime"]
+    if (ROOT / ".git").exists():
+        assert len(meta["environment"]["git_commit"]) == 40
+    meta.update(gflop={}, sgemm_gflops_by_library={})
+    header = benchmark.markdown([], [], meta).splitlines()[0]
+    assert f"segzoo {segzoo.__version__}" in header and "git commit" in header
+
+
+def test_shipped_benchmark_md_is_rendered_from_benchmark_json(benchmark):
+    data = json.loads((ROOT / "benchmark.json").read_text())
+    assert benchmark.markdown(data["tile"], data["large"], data["meta"]) == (ROOT / "benchmark.md").read_text(), \
+        "re-render benchmark.md from benchmark.json"

@@ -12,7 +12,19 @@ from segzoo.publishing import main, publish, update_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 CARDS = sorted(p for p in (ROOT / "model_cards").iterdir() if p.is_dir()) if (ROOT / "model_cards").is_dir() else []
-pytestmark = pytest.mark.skipif(not CARDS, reason="no zoo folders under model_cards/")
+
+
+def test_there_are_zoo_folders_to_publish():
+    assert CARDS, "no zoo folders under model_cards/"  # the tests below use CARDS[0]
+
+
+def _release_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("segzoo_release", ROOT / "scripts" / "release.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class FakeHfApi:
@@ -64,3 +76,51 @@ def test_invalid_folder_is_refused(tmp_path):
     (broken / "README.md").unlink()
     with pytest.raises(SegzooError, match="model card missing"):
         publish(broken, "segzoo/x", dry_run=True)
+
+
+def test_release_names_the_released_folder_for_a_validation_run_that_does_not_ship(tmp_path, monkeypatch):
+    """A refit's --settings-from run folder is replaced by the zoo folder (which ships its
+    selections and log) in the source and the recorded commands; a zoo folder or zoo name is kept."""
+    release = _release_script()
+    monkeypatch.chdir(ROOT)
+    prov = {"command": "segzoo train -a unet --out runs/r --settings-from runs/val --seed 0",
+            "resumed_with": ["segzoo train -a unet --out runs/r --settings-from=runs/val --resume"],
+            "settings_from": {"source": "runs/val", "command": "segzoo train --out runs/val"}}
+    release.settings_to_released_folder(prov, ROOT / "model_cards" / "unet-monuseg")
+    assert prov["settings_from"] == {"source": "model_cards/unet-monuseg", "command": "segzoo train --out runs/val"}
+    assert prov["command"] == "segzoo train -a unet --out runs/r --settings-from model_cards/unet-monuseg --seed 0"
+    assert prov["resumed_with"] == [
+        "segzoo train -a unet --out runs/r --settings-from=model_cards/unet-monuseg --resume"]
+    for kept in ("model_cards/segnet-monuseg", "unet-monuseg"):
+        prov = {"command": f"segzoo train --settings-from {kept}", "settings_from": {"source": kept}}
+        release.settings_to_released_folder(prov, ROOT / "model_cards" / "unet-monuseg")
+        assert prov == {"command": f"segzoo train --settings-from {kept}", "settings_from": {"source": kept}}
+
+
+def test_release_embeds_an_edited_config_without_touching_the_graph(tmp_path):
+    """--config-only: the ONNX metadata carries the new config.json, the graph and its stored
+    checksum stay, and a file whose graph was altered is refused."""
+    import onnx
+
+    from segzoo.config import ModelConfig
+    from segzoo.onnx_runtime import OnnxModelError, graph_sha256, read_segzoo_onnx
+
+    release = _release_script()
+    source = CARDS[0] / "model.int8.onnx"
+    path = tmp_path / "model.int8.onnx"
+    shutil.copy(source, path)
+    config = ModelConfig.load(CARDS[0])
+    config.resolution.mpp, config.provenance = 0.5, {"note": "edited"}
+    release.embed_config(path, config)
+    assert read_segzoo_onnx(path)[1] == config
+    old, new = (onnx.load_model_from_string(p.read_bytes()) for p in (source, path))
+    assert graph_sha256(old) == graph_sha256(new)
+    for proto in (old, new):
+        del proto.metadata_props[:]
+    assert old.SerializeToString() == new.SerializeToString()
+
+    altered = onnx.load_model_from_string(source.read_bytes())
+    altered.graph.name = "changed"
+    path.write_bytes(altered.SerializeToString())
+    with pytest.raises(OnnxModelError, match="modified after export"):
+        release.embed_config(path, config)
