@@ -50,7 +50,7 @@ def test_scale_and_colour_jitter_change_pixels_not_shapes():
 def test_small_tiles_are_padded_to_patch():
     images, masks = _tiles()
     sampler = PatchSampler([images[0][:10, :10]], [masks[0][:10, :10]], 32, AugmentConfig.disabled())
-    img, msk = sampler.sample(np.random.default_rng(0))
+    img, _ = sampler.sample(np.random.default_rng(0))
     assert img.shape == (32, 32, 3)
 
 
@@ -88,13 +88,32 @@ def test_a_counted_stream_ends_after_count_batches():
         np.testing.assert_array_equal(x1, x2)
 
 
-def test_intensity_augmentation_changes_pixels_not_masks_and_leaves_the_default_stream_alone():
+def test_intensity_augmentation_off_leaves_the_default_stream_alone(monkeypatch):
+    """Off (the default), the intensity step draws nothing: a stream of patches from one generator
+    equals the stream of the code without the step, so the released recipes' patches are unchanged.
+    A draw when off would shift every later patch of the stream."""
+    from segzoo.data import augment
+
     images, masks = _tiles()
-    default = PatchSampler(images, masks, 32)
-    plain = PatchSampler(images, masks, 32, AugmentConfig(gamma_prob=0.0, blur_prob=0.0, noise_prob=0.0))
-    for seed in range(5):  # probabilities of 0 draw nothing: the released recipe's patches are unchanged
-        a, b = default.sample(np.random.default_rng(seed)), plain.sample(np.random.default_rng(seed))
-        np.testing.assert_array_equal(a[0], b[0])
+    sampler = PatchSampler(images, masks, 32)
+    off = sampler.augment
+    assert (off.gamma_prob, off.blur_prob, off.noise_prob) == (0.0, 0.0, 0.0)
+
+    def stream():
+        rng = np.random.default_rng(11)
+        return [sampler.sample(rng) for _ in range(8)]
+
+    actual = stream()
+    monkeypatch.setattr(augment, "intensity_jitter", lambda image, rng, aug: image)  # the step absent
+    expected = stream()
+    for (img, msk), (img_ref, msk_ref) in zip(actual, expected):
+        np.testing.assert_array_equal(img, img_ref)
+        np.testing.assert_array_equal(msk, msk_ref)
+    assert len({img.tobytes() for img, _ in expected}) == 8  # a stream of different patches
+
+
+def test_intensity_augmentation_changes_pixels_not_masks():
+    images, masks = _tiles()
     always = AugmentConfig(gamma_prob=1.0, blur_prob=1.0, noise_prob=1.0)
     jittered = PatchSampler(images, masks, 32, always)
     base = PatchSampler(images, masks, 32, AugmentConfig())
