@@ -27,8 +27,8 @@ def portable_path(path: str | os.PathLike, base: str | os.PathLike | None = None
     """`path` as a POSIX string relative to `base` (default: the current folder).
 
     A relative path is returned as given (normalised: `a/./b` -> `a/b`); an absolute one
-    becomes relative to `base`, with `..` where it lies outside (`/work/shared/x` from
-    `/work/main` -> `../shared/x`). Where no relative form exists (another Windows drive)
+    becomes relative to `base`, with `..` where it lies outside (`/srv/shared/x` from
+    `/srv/segzoo` -> `../shared/x`). Where no relative form exists (another Windows drive)
     the path is returned unchanged."""
     text = os.fspath(path)
     if not os.path.isabs(text):
