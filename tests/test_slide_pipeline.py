@@ -152,6 +152,20 @@ def test_chunk_result_round_trips_through_its_file(tmp_path, int8_predictor):
         ChunkResult.load(tmp_path / "bad.npz")
 
 
+def test_feature_text_is_the_json_encoding_of_the_feature():
+    from segzoo.slides.outputs import CLASSIFICATION, _Formatter
+
+    ring = np.array([[1.5, -0.5], [3.25, 2.0], [0.0, 4.0], [1.5, -0.5]])
+    values = (12.0, 0.75, 1.234, 2.0, 0, 1, 4, 5, 120.5, 60.25, 180.0, 0.9123)
+    names = list(COLUMNS)
+    text = _Formatter(names)
+    expected = {"type": "Feature", "id": "nucleus-7", "geometry": {"type": "Polygon", "coordinates": [ring.tolist()]},
+                "properties": {"objectType": "detection", "classification": CLASSIFICATION, "name": "nucleus 7",
+                               "measurements": dict(zip(names, values))}}
+    assert text.feature(7, ring, values) == json.dumps(expected, separators=(",", ":"))
+    assert text.csv_row(7, values) == "7," + ",".join(repr(v) for v in values) + "\r\n"
+
+
 # ---------------------------------------------------------------------------------------------
 # the acceptance check: chunked == whole image
 
@@ -190,6 +204,19 @@ def test_chunked_prediction_equals_the_whole_image_prediction(tmp_path, int8_pre
     # the check can fail: without a halo, nuclei on chunk borders are cut in two
     _, best0 = chunked(0, tmp_path / "halo0")
     assert (best0 >= 0.9).mean() < 0.99
+
+
+def test_chunks_treat_no_data_as_the_predictor_does(tmp_path, int8_predictor):
+    image = _sample().copy()
+    image[:, 400:] = 0  # black scanner padding: the predictor fills it for the network and finds nothing there
+    whole = int8_predictor.predict(image)
+    keep = np.unique(whole.labels)[1:]
+    reference = _raster(*simplify_rings(*_outlines(whole.labels, keep), 0.5), image.shape[:2])
+    summary = predict_slide(int8_predictor, ArraySlide(image, mpp=0.25), tmp_path, chunk_size=128, halo=96,
+                            tissue=False, progress=False)
+    offsets, vertices, _ = _geojson_rings(summary.outputs["geojson"])
+    assert summary.nuclei == len(keep)  # 160 when chunks feed black to the network
+    assert (_best_iou(reference, _raster(offsets, vertices, image.shape[:2])) >= 0.9).all()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -213,11 +213,23 @@ def read_chunk(slide, grid: Grid, chunk: Chunk) -> np.ndarray:
 
 
 def predict_chunk(predictor, image: np.ndarray, *, tta: bool = False) -> np.ndarray:
-    """Nucleus probability (HxW float32) of a chunk's image: segzoo.inference.predict_probabilities
-    with the predictor's runtime and config (network tiles blended inside the chunk)."""
+    """Nucleus probability (HxW float32) of a chunk's image, as Predictor.predict computes it:
+    no-data regions (segzoo.postprocessing.no_data_mask) filled with mirrored tissue for the
+    network (segzoo.preprocessing.fill_no_data) and given probability 0, then
+    segzoo.inference.predict_probabilities with the predictor's runtime and config (network
+    tiles blended inside the chunk)."""
     from segzoo.inference import predict_probabilities
+    from segzoo.postprocessing import no_data_mask
+    from segzoo.preprocessing import fill_no_data
 
-    return predict_probabilities(predictor.run_batch, image, predictor.config, tta=tta)[..., 0]
+    no_data = no_data_mask(image)
+    has_no_data = bool(no_data.any())
+    prob = predict_probabilities(predictor.run_batch, fill_no_data(image, no_data) if has_no_data else image,
+                                 predictor.config, tta=tta)[..., 0]
+    if has_no_data:
+        prob = np.array(prob, dtype=np.float32)
+        prob[no_data] = 0.0
+    return prob
 
 
 # Marching squares at 0.5 around pixel centres, for every label of an image at once. Cell
