@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from segzoo.imageio import ImageLike, read_image
 from segzoo.inference import BatchRunner, predict_probabilities
 from segzoo.postprocessing import no_data_mask, probabilities_to_instances
 from segzoo.preprocessing import fill_no_data
+
+if TYPE_CHECKING:
+    from segzoo.writers import NucleusTable
 
 
 class ModelOutputError(SegzooError):
@@ -78,17 +82,25 @@ class Prediction:
     def num_nuclei(self) -> int:
         return int(len(np.unique(self.labels)) - 1) if self.labels.any() else 0
 
-    def measurements(self) -> list[dict]:
-        """Per-nucleus area, centroid, bounding box, mean intensity and probability."""
-        from segzoo.writers import measure_nuclei
+    def nuclei(self) -> NucleusTable:
+        """segzoo.writers.NucleusTable of every nucleus (measurements, and outlines simplified to
+        within writers.SIMPLIFY_TOLERANCE px; image pixel coordinates), computed on first use and
+        kept while labels, image and prob are the same objects (changed in place, it goes stale)."""
+        key = (id(self.labels), id(self.image), id(self.prob))
+        cached = self.__dict__.get("_nuclei")
+        if cached is None or cached[0] != key:
+            from segzoo.writers import nucleus_table
 
-        return measure_nuclei(self.labels, self.image, self.prob)
+            cached = self.__dict__["_nuclei"] = (key, nucleus_table(self.labels, self.image, self.prob))
+        return cached[1]
+
+    def measurements(self) -> list[dict]:
+        """Per-nucleus area, centroid, bounding box, mean intensity and probability (see nuclei())."""
+        return self.nuclei().rows()
 
     def to_geojson(self, object_type: str = "detection") -> dict:
-        """QuPath-ready GeoJSON FeatureCollection of nucleus polygons."""
-        from segzoo.writers import geojson_collection
-
-        return geojson_collection(self.labels, self.measurements(), object_type=object_type)
+        """QuPath-ready GeoJSON FeatureCollection of nucleus polygons (see nuclei())."""
+        return self.nuclei().to_geojson(object_type=object_type)
 
 
 class Predictor:
