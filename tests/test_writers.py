@@ -303,3 +303,58 @@ def test_public_polygons_and_collection_are_simplified():
     assert _distances_to_polyline(_densify(contour), ring).max() <= W.SIMPLIFY_TOLERANCE + 1e-9
     collection = W.geojson_collection(labels, W.measure_nuclei(labels, np.zeros((40, 40, 3), np.uint8)))
     assert collection["features"][0]["geometry"]["coordinates"][0] == ring.tolist()
+
+
+def test_render_outputs_in_threads_equal_one_by_one_and_share_one_table(monkeypatch):
+    import time
+
+    from segzoo.predictor import Prediction
+
+    labels = _blobs(seed=13)
+    image = np.random.default_rng(6).integers(0, 256, labels.shape + (3,), dtype=np.uint8)
+    prob = np.random.default_rng(7).random(labels.shape, dtype=np.float32)
+    calls = []
+    real = W.nucleus_table
+
+    def slow_table(*args, **kwargs):
+        calls.append(1)
+        time.sleep(0.2)  # both renderers ask while it is being computed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(W, "nucleus_table", slow_table)
+
+    def renderers(result):
+        return {"mask": lambda: W.mask_png_bytes(result.mask), "labels": lambda: W.labels_tiff_bytes(result.labels),
+                "overlay": lambda: W.overlay_png_bytes(result.image, result.labels),
+                "csv": lambda: W.csv_bytes(result.measurements()),
+                "geojson": lambda: W.geojson_bytes(result.to_geojson())}
+
+    serial = W.render_outputs(renderers(Prediction(prob, labels > 0, labels, image)), threads=1)
+    assert len(calls) == 1
+    threaded = W.render_outputs(renderers(Prediction(prob, labels > 0, labels, image)), threads=3)
+    assert len(calls) == 2  # once per Prediction, though csv and geojson ran at the same time
+    assert list(threaded) == list(serial) and threaded == serial
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_render_outputs_raise_the_first_failure_after_every_renderer_stopped(error):
+    import threading
+    import time
+
+    finished = []
+
+    def fail():
+        raise error
+
+    def slow(name):
+        def make():
+            time.sleep(0.1)
+            finished.append(name)
+            return name.encode()
+        return make
+
+    render = {"mask": slow("mask"), "csv": fail, "overlay": slow("overlay"), "labels": fail}
+    with pytest.raises(type(error)):
+        W.render_outputs(render, threads=2)
+    assert sorted(finished) == ["mask", "overlay"]  # nothing left running behind the caller's back
+    assert not [t for t in threading.enumerate() if t.name.startswith("segzoo-render")]
