@@ -34,17 +34,11 @@ from segzoo.errors import DataError, SegzooError
 
 Box = tuple[int, int, int, int]  # (x0, y0, x1, y1) working pixels, half-open
 
-SIMPLIFY_TOLERANCE = 0.5
-"""Polygons are simplified (Douglas-Peucker) to within this many level-0 pixels."""
-
 COLUMNS = ("area", "area_um2", "centroid_x", "centroid_y", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1",
            "mean_r", "mean_g", "mean_b", "mean_prob")
-"""Per-nucleus measurements of a ChunkResult, in this order (see chunk_nuclei for units)."""
-
-INT_COLUMNS = ("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1")
-ROUNDING = {"area": 2, "area_um2": 3, "centroid_x": 3, "centroid_y": 3, "mean_r": 3, "mean_g": 3, "mean_b": 3,
-            "mean_prob": 4}
-VERTEX_DECIMALS = 2  # polygon vertices are rounded to 1/100 level-0 pixel
+"""Per-nucleus measurements of a ChunkResult, in this order (segzoo.writers.nucleus_measurements'
+columns without 'label'; area_um2 only when the slide's resolution is known)."""
+VERTEX_SCALE = 100  # chunk files store vertices as integer 1/100 level-0 pixels (writers.VERTEX_DECIMALS)
 
 
 @dataclass(frozen=True)
@@ -174,7 +168,7 @@ class ChunkResult:
         """Write to `path` (.npz) atomically: a temporary file in the same folder, then a rename."""
         path = Path(path)
         arrays = {f"col_{name}": values for name, values in self.columns.items()}
-        scale = 10 ** VERTEX_DECIMALS
+        scale = VERTEX_SCALE
         arrays.update(
             chunk=np.array([self.chunk.row, self.chunk.col, *self.chunk.core, *self.chunk.read], dtype=np.int64),
             ring_offsets=self.ring_offsets.astype(np.int64),
@@ -196,7 +190,7 @@ class ChunkResult:
                 c = [int(v) for v in data["chunk"]]
                 columns = {name: data[f"col_{name}"] for name in COLUMNS if f"col_{name}" in data.files}
                 offsets = data["ring_offsets"]
-                vertices = data["vertices"] / 10 ** VERTEX_DECIMALS
+                vertices = data["vertices"] / VERTEX_SCALE
         except (OSError, ValueError, KeyError) as err:
             raise DataError(f"{path}: unreadable chunk result ({err}); delete it to recompute the chunk") from None
         return cls(Chunk(c[0], c[1], tuple(c[2:6]), tuple(c[6:10])), columns, offsets, vertices)
@@ -232,248 +226,46 @@ def predict_chunk(predictor, image: np.ndarray, *, tta: bool = False) -> np.ndar
     return prob
 
 
-# Marching squares at 0.5 around pixel centres, for every label of an image at once. Cell
-# (i, j) of the zero-padded label image has corners a=(i, j), b=(i, j+1), c=(i+1, j+1),
-# d=(i+1, j); contour vertices lie on its edges T (a-b), R (b-c), B (c-d), L (d-a), at their
-# midpoints. Case = bits of the corners inside (a 1, b 2, c 4, d 8); saddles keep the two
-# inside corners apart (skimage.measure.find_contours' default, fully_connected='low').
-_EDGE_POINTS = {"T": (0.0, 0.5), "R": (0.5, 1.0), "B": (1.0, 0.5), "L": (0.5, 0.0)}
-_CORNERS = ((0.0, 0.0), (0.0, 1.0), (1.0, 1.0), (1.0, 0.0))
-_CUTS = {("L", "T"): 0, ("T", "R"): 1, ("R", "B"): 2, ("B", "L"): 3}  # segment -> corner it cuts off
-
-
-def _case_segments(case: int) -> list[tuple[str, str]]:
-    inside = [bool(case >> k & 1) for k in range(4)]
-    n = sum(inside)
-    if n in (0, 4):
-        return []
-    if n in (1, 3):
-        corner = inside.index(n == 1)
-        segments = [next(seg for seg, k in _CUTS.items() if k == corner)]
-    elif inside[0] == inside[2]:  # saddle: each inside corner cut off on its own
-        segments = [seg for seg, k in _CUTS.items() if inside[k]]
-    else:
-        segments = [("L", "R")] if inside[0] == inside[1] else [("T", "B")]
-    oriented = []
-    for p, q in segments:
-        # orient so the inside is on the left of p -> q (in row, col coordinates)
-        if (p, q) in _CUTS:
-            k = _CUTS[(p, q)]
-            x = _CORNERS[k] if inside[k] else (0.5, 0.5)
-        else:
-            x = tuple(np.mean([_CORNERS[k] for k in range(4) if inside[k]], axis=0))
-        (pr, pc), (qr, qc) = _EDGE_POINTS[p], _EDGE_POINTS[q]
-        cross = (qr - pr) * (x[1] - pc) - (qc - pc) * (x[0] - pr)
-        oriented.append((p, q) if cross > 0 else (q, p))
-    return oriented
-
-
-_EDGE_INDEX = {"T": 0, "R": 1, "B": 2, "L": 3}
-_TABLE = np.full((16, 2, 2), -1, dtype=np.int64)  # case, segment, (from edge, to edge)
-for _case in range(16):
-    for _s, (_p, _q) in enumerate(_case_segments(_case)):
-        _TABLE[_case, _s] = (_EDGE_INDEX[_p], _EDGE_INDEX[_q])
-# per edge: (kind 0 horizontal pair / 1 vertical pair, row offset, col offset) of its pixel pair, and the
-# vertex position (row, col) relative to the cell's top-left pixel
-_EDGE_KEY = np.array([(0, 0, 0), (1, 0, 1), (0, 1, 0), (1, 0, 0)], dtype=np.int64)
-_EDGE_POS = np.array([_EDGE_POINTS[e] for e in "TRBL"])
-
-
-def _cycles(nxt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For a permutation `nxt` (node -> next node): (cycle id = smallest node of the cycle,
-    position of each node along its cycle from that node), by pointer doubling."""
-    n = len(nxt)
-    rep = np.arange(n)
-    jump = nxt.copy()
-    while True:  # rep: the smallest node among the next 2^k; unchanged once 2^k >= every cycle's length
-        new = np.minimum(rep, rep[jump])
-        if np.array_equal(new, rep):
-            break
-        rep, jump = new, jump[jump]
-    pred = np.empty(n, dtype=np.int64)
-    pred[nxt] = np.arange(n)
-    head = rep == np.arange(n)
-    pred[head] = np.flatnonzero(head)
-    dist = (~head).astype(np.int64)
-    while True:
-        step = dist[pred]
-        if not step.any():
-            break
-        dist += step
-        pred = pred[pred]
-    return rep, dist
-
-
-def _outlines(labels: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Closed outlines of the labels in `keep` (sorted label ids): (offsets (n+1,), vertices
-    (V, 2) as (x, y) pixel coordinates of `labels`, pixel centres at integers).
-
-    The rings are those of skimage.measure.find_contours(label == id, 0.5) on the zero-padded
-    label image (the longest ring when a label has several, as segzoo.writers.nucleus_polygons),
-    traced for all labels at once with numpy; each ring ends with its first vertex."""
-    n = len(keep)
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    if n == 0:
-        return offsets, np.zeros((0, 2))
-    wanted = np.zeros(int(labels.max()) + 1, dtype=bool)
-    wanted[keep] = True
-    padded = np.pad(labels, 1)
-    hp, wp = padded.shape
-    a, b, c, d = padded[:-1, :-1], padded[:-1, 1:], padded[1:, 1:], padded[1:, :-1]
-    cells = np.flatnonzero(((a != b) | (b != c) | (c != d)).ravel())
-    rows, cols = np.divmod(cells, wp - 1)
-    corners = [x.ravel()[cells] for x in (a, b, c, d)]
-    parts = []
-    for k, lab in enumerate(corners):
-        valid = wanted[lab] & (lab != 0)
-        for earlier in corners[:k]:
-            valid &= lab != earlier
-        idx = np.flatnonzero(valid)
-        lab = lab[idx]
-        case = sum((corners[j][idx] == lab).astype(np.int64) << j for j in range(4))
-        parts.append((idx, lab, case))
-    idx = np.concatenate([p[0] for p in parts])
-    lab = np.concatenate([p[1] for p in parts]).astype(np.int64)
-    case = np.concatenate([p[2] for p in parts])
-    seg_cell, seg_lab, seg_edges = [], [], []
-    for s in range(2):
-        has = _TABLE[case, s, 0] >= 0
-        seg_cell.append(idx[has])
-        seg_lab.append(lab[has])
-        seg_edges.append(_TABLE[case[has], s])
-    cell = np.concatenate(seg_cell)
-    lab = np.concatenate(seg_lab)
-    edges = np.concatenate(seg_edges)
-    r, cc = rows[cell], cols[cell]
-
-    def key(edge: np.ndarray) -> np.ndarray:
-        kind, dr, dc = _EDGE_KEY[edge].T
-        return ((lab * 2 + kind) * hp + r + dr) * wp + cc + dc
-
-    start, stop = key(edges[:, 0]), key(edges[:, 1])
-    order = np.argsort(start, kind="stable")
-    nxt = order[np.searchsorted(start[order], stop)]  # the segment that starts where each one stops
-    rep, dist = _cycles(nxt)
-    size = np.bincount(rep, minlength=len(rep))[rep]
-    # per label, its longest ring (ties: the one with the smallest first segment)
-    ring_order = np.lexsort((rep, -size, lab))
-    first_of_label = np.ones(len(ring_order), dtype=bool)
-    first_of_label[1:] = lab[ring_order][1:] != lab[ring_order][:-1]
-    chosen = np.zeros(len(rep), dtype=bool)
-    chosen[rep[ring_order[first_of_label]]] = True
-    members = np.flatnonzero(chosen[rep])
-    members = members[np.lexsort((dist[members], rep[members], lab[members]))]
-    pos = _EDGE_POS[edges[members, 0]] + np.stack([r[members], cc[members]], axis=1) - 1.0  # unpadded (row, col)
-    counts = np.bincount(np.searchsorted(keep, lab[members]), minlength=n)
-    ring_starts = np.concatenate([[0], np.cumsum(counts)])
-    offsets[1:] = np.cumsum(counts + 1)
-    out = np.empty((offsets[-1], 2))
-    within = np.arange(len(members)) - np.repeat(ring_starts[:-1], counts)
-    target = np.repeat(offsets[:-1], counts) + within
-    out[target] = pos[:, ::-1]
-    out[offsets[1:] - 1] = out[offsets[:-1]]  # close each ring
-    return offsets, out
-
-
-def simplify_rings(offsets: np.ndarray, vertices: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
-    """Douglas-Peucker on closed rings (each ends with its first vertex), all rings at once:
-    every dropped vertex lies within `tolerance` of the simplified ring's edge that replaces it.
-    A ring that would keep fewer than 4 vertices (3 corners + closing) is kept whole."""
-    total = len(vertices)
-    if total == 0:
-        return offsets, vertices
-    keep = np.zeros(total, dtype=bool)
-    keep[offsets[:-1]] = True
-    keep[offsets[1:] - 1] = True
-    s, e = offsets[:-1].copy(), offsets[1:] - 1
-    while len(s):
-        inner = e - s - 1
-        active = inner > 0
-        s, e, inner = s[active], e[active], inner[active]
-        if not len(s):
-            break
-        seg = np.repeat(np.arange(len(s)), inner)
-        first = np.cumsum(inner) - inner
-        idx = s[seg] + 1 + (np.arange(len(seg)) - first[seg])
-        p, q, x = vertices[s][seg], vertices[e][seg], vertices[idx]
-        v, w = q - p, x - p
-        length2 = (v * v).sum(axis=1)
-        t = np.clip((w * v).sum(axis=1) / np.where(length2 > 0, length2, 1.0), 0.0, 1.0)
-        dist = np.hypot(*(w - t[:, None] * v).T)
-        dmax = np.maximum.reduceat(dist, first)
-        hits = np.flatnonzero(dist == dmax[seg])
-        _, at = np.unique(seg[hits], return_index=True)
-        farthest = idx[hits[at]]
-        split = dmax > tolerance
-        keep[farthest[split]] = True
-        s, e = np.concatenate([s[split], farthest[split]]), np.concatenate([farthest[split], e[split]])
-    ring = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-    kept = np.bincount(ring[keep], minlength=len(offsets) - 1)
-    small = kept < 4
-    keep |= small[ring]
-    counts = np.bincount(ring[keep], minlength=len(offsets) - 1)
-    return np.concatenate([[0], np.cumsum(counts)]), vertices[keep]
-
-
 def chunk_nuclei(image: np.ndarray, prob: np.ndarray, chunk: Chunk, grid: Grid, post) -> ChunkResult:
     """Nuclei of a chunk's read box (image HxWx3 uint8, prob HxW float32) owned by its core.
 
     Instances come from segzoo.postprocessing.probabilities_to_instances with `post` (the
-    model's Postprocessing). A nucleus is kept when its centroid (working pixels) lies in
-    the core, half-open. Per kept nucleus, in level-0 units: area (pixels, float: working
-    pixels x f^2), area_um2 (when grid.mpp is known), centroid_x/y (points), bbox_x0/y0/x1/y1
-    (pixel index ranges, half-open), mean_r/g/b (0-255, of the working image), mean_prob, and
-    its outline simplified to within SIMPLIFY_TOLERANCE level-0 pixels. All sums come from
-    one bincount pass per quantity; no measurement is computed twice."""
-    from scipy import ndimage as ndi
-
+    model's Postprocessing); measurements and outlines from segzoo.writers.nucleus_table
+    (one pass, outlines simplified to within writers.SIMPLIFY_TOLERANCE level-0 pixels),
+    with the read box's origin as offset and f (level-0 pixels per working pixel) as scale,
+    so they are in level-0 units: area (pixels; an integer count when f = 1), area_um2 (when
+    grid.mpp is known), centroid_x/y (points), bbox_x0/y0/x1/y1 (pixel index ranges,
+    half-open), mean_r/g/b (of the working image), mean_prob. A nucleus is kept when its
+    centroid lies in the core (half-open), so each belongs to exactly one chunk. Floats are
+    rounded as writers writes them (MEASUREMENT_ROUNDING, VERTEX_DECIMALS)."""
     from segzoo.postprocessing import probabilities_to_instances
+    from segzoo.writers import MEASUREMENT_ROUNDING, VERTEX_DECIMALS, nucleus_table
 
     _, labels = probabilities_to_instances(prob, post)
     rx0, ry0 = chunk.read[0], chunk.read[1]
-    cx0, cy0, cx1, cy1 = chunk.core
-    count = int(labels.max()) if labels.size else 0
-    flat = labels.ravel()
-    inside = np.flatnonzero(flat)
-    ids = flat[inside]
-    area = np.bincount(ids, minlength=count + 1).astype(np.float64)
-    rows, cols = np.divmod(inside, labels.shape[1])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cy = np.bincount(ids, weights=rows, minlength=count + 1) / area + ry0
-        cx = np.bincount(ids, weights=cols, minlength=count + 1) / area + rx0
-    owned = (area > 0) & (cx >= cx0) & (cx < cx1) & (cy >= cy0) & (cy < cy1)
-    owned[0] = False
-    keep = np.flatnonzero(owned)
-    n = len(keep)
-    means = {}
-    if n:
-        pixels = image.reshape(-1, image.shape[-1])
-        for i, name in enumerate(("mean_r", "mean_g", "mean_b")):
-            means[name] = np.bincount(ids, weights=pixels[inside, i], minlength=count + 1)[keep] / area[keep]
-        means["mean_prob"] = (np.bincount(ids, weights=prob.ravel()[inside], minlength=count + 1)[keep]
-                              / area[keep])
-    else:
-        means = {name: np.zeros(0) for name in ("mean_r", "mean_g", "mean_b", "mean_prob")}
     f = grid.level0_per_working
-    boxes = ndi.find_objects(labels, max_label=count)
-    bbox = np.array([(boxes[i - 1][1].start, boxes[i - 1][0].start, boxes[i - 1][1].stop, boxes[i - 1][0].stop)
-                     for i in keep], dtype=np.int64).reshape(n, 4) + np.array([rx0, ry0, rx0, ry0])
-    bbox = np.concatenate([np.floor(bbox[:, :2] * f), np.ceil(bbox[:, 2:] * f)], axis=1).astype(np.int64)
-    offsets, rings = _outlines(labels, keep)
-    offsets, rings = simplify_rings(offsets, rings, SIMPLIFY_TOLERANCE / f)
-    vertices = np.round(grid.to_level0(rings + np.array([rx0, ry0])), VERTEX_DECIMALS)
-    columns = {"area": area[keep] * f * f}
-    if grid.working_mpp is not None:
-        columns["area_um2"] = area[keep] * grid.working_mpp ** 2
-    columns["centroid_x"] = grid.to_level0(cx[keep])
-    columns["centroid_y"] = grid.to_level0(cy[keep])
-    for i, name in enumerate(INT_COLUMNS):
-        columns[name] = bbox[:, i]
-    columns.update(means)
-    for name, decimals in ROUNDING.items():
-        if name in columns:
-            columns[name] = np.round(columns[name].astype(np.float64), decimals)
-    return ChunkResult(chunk, columns, offsets, vertices)
+
+    def output(edge: int, origin: int) -> float:  # the arithmetic writers applies to a centroid
+        value = np.float64(edge - origin) + origin
+        return float(value if f == 1.0 else (value + 0.5) * f - 0.5)
+
+    x0, y0, x1, y1 = chunk.core
+    lo_x, hi_x, lo_y, hi_y = output(x0, rx0), output(x1, rx0), output(y0, ry0), output(y1, ry0)
+
+    def owned(columns: dict[str, np.ndarray]) -> np.ndarray:
+        cx, cy = columns["centroid_x"], columns["centroid_y"]
+        return (cx >= lo_x) & (cx < hi_x) & (cy >= lo_y) & (cy < hi_y)
+
+    table = nucleus_table(labels, image, prob, offset=(rx0, ry0), scale=f, mpp=grid.mpp, keep=owned)
+    columns = {}
+    for name, values in table.columns.items():
+        if name == "label":
+            continue
+        if values.dtype.kind == "f" and name in MEASUREMENT_ROUNDING:
+            values = np.round(values, MEASUREMENT_ROUNDING[name])
+        columns[name] = values
+    return ChunkResult(chunk, columns, table.ring_offsets.astype(np.int64),
+                       np.round(table.vertices, VERTEX_DECIMALS))
 
 
 def run_chunk(predictor, slide, grid: Grid, chunk: Chunk, *, tta: bool = False) -> ChunkResult:

@@ -102,8 +102,11 @@ class SlideSummary:
 
 @dataclass
 class SlideJob:
-    """One slide's planned work (see prepare_slide); picklable apart from nothing: plain data."""
+    """One slide's planned work (see prepare_slide), plain data: a process that opens
+    `source` (the slide file; None for an in-memory slide) can run any of its chunks
+    (run_chunk with `grid`) and save the result to chunk_path(chunk)."""
 
+    source: Path | None
     slide_name: str
     stem: str
     out: Path
@@ -243,11 +246,11 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def _check_work(work: Path, manifest: dict, restart: bool) -> bool:
-    """True when `work` holds a job with the same manifest (a resume); False when there is no
-    job (restart=True removes any). SegzooError when it holds another job."""
+    """True when `work` holds a job with the same manifest (a resume), False when it holds none
+    or restart is set; SegzooError when it holds another job (or something else)."""
     path = work / MANIFEST
-    if work.exists() and restart:
-        shutil.rmtree(work)
+    if restart or not work.exists():
+        return False
     if path.is_file():
         try:
             old = json.loads(path.read_text(encoding="utf-8"))
@@ -258,7 +261,7 @@ def _check_work(work: Path, manifest: dict, restart: bool) -> bool:
             raise SegzooError(f"{work} holds chunks of a job with other parameters ({'; '.join(differences[:5])}); "
                               "delete it or pass --restart to start over")
         return True
-    if work.exists() and any(work.iterdir()):
+    if any(work.iterdir()):
         raise SegzooError(f"{work} exists without a {MANIFEST}; delete it or pass --restart")
     return False
 
@@ -300,6 +303,8 @@ def prepare_slide(predictor, slide, out: str | os.PathLike, *, mpp: float | None
         existing = [str(p) for p in targets.values() if p.exists()]
         if existing and not overwrite:
             raise SegzooError(f"outputs exist: {', '.join(existing)}; pass --overwrite to replace them")
+        if work.exists():  # restart
+            shutil.rmtree(work)
         work.mkdir(parents=True, exist_ok=True)
         atomic_write_text(work / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
     mask = None
@@ -323,7 +328,8 @@ def prepare_slide(predictor, slide, out: str | os.PathLike, *, mpp: float | None
                      "predicted and the outputs are empty; pass --no-tissue-mask to predict the whole slide")
         log.warning("%s", notes[-1])
     columns = tuple(c for c in COLUMNS if c != "area_um2" or grid.mpp is not None)
-    return SlideJob(slide_name=_slide_name(slide), stem=stem, out=out, work=work, targets=targets, grid=grid,
+    path = getattr(slide, "path", None)
+    return SlideJob(source=None if path is None else Path(path), slide_name=_slide_name(slide), stem=stem, out=out, work=work, targets=targets, grid=grid,
                     chunks=chunks, columns=columns, tissue=mask, tta=tta, manifest=manifest, resumed=resumed,
                     notes=notes)
 
@@ -340,6 +346,14 @@ class _MppView:
 
 def _with_mpp(slide, mpp: float | None):
     return slide if slide.mpp == mpp else _MppView(slide, mpp)
+
+
+def failed_chunk(job: SlideJob, chunk: Chunk, error: BaseException) -> FailedChunk:
+    """Record (and log as a warning) a chunk whose region could not be read."""
+    box = chunk.level0_box(job.grid)
+    log.warning("chunk (%d, %d), level-0 box x %d-%d, y %d-%d of %s: %s; skipped", chunk.row, chunk.col,
+                box[0], box[2], box[1], box[3], job.slide_name, error)
+    return FailedChunk(chunk.row, chunk.col, box, str(error))
 
 
 _DONE = object()
@@ -409,10 +423,7 @@ def process_chunks(job: SlideJob, predictor, slide, *, progress: bool = True,
                 chunk, image, prob, error = item
                 result = None
                 if error is not None:
-                    box = chunk.level0_box(job.grid)
-                    failed.append(FailedChunk(chunk.row, chunk.col, box, str(error)))
-                    log.warning("chunk (%d, %d), level-0 box x %d-%d, y %d-%d of %s: %s; skipped", chunk.row,
-                                chunk.col, box[0], box[2], box[1], box[3], job.slide_name, error)
+                    failed.append(failed_chunk(job, chunk, error))
                 else:
                     result = chunk_nuclei(image, prob, chunk, job.grid, predictor.config.postprocessing)
                     result.save(job.chunk_path(chunk))
