@@ -3,7 +3,12 @@ file in the target folder, then rename), so a crash never leaves a partial file,
 and write_output_set() writes one image's files as a set: all of them or none.
 
 PNG and TIFF outputs carry the Software tag "segzoo <version>" (OUTPUT_SOFTWARE),
-so a later run can tell its own earlier outputs from a user's images."""
+so a later run can tell its own earlier outputs from a user's images.
+
+Per-nucleus measurements and outlines (nucleus_table -> NucleusTable) are computed once,
+vectorised over all nuclei, and can be placed in another frame (offset, scale: a whole-slide
+chunk in level-0 pixels); see the coordinates note above nucleus_measurements. Renderers
+(*_bytes) are pure functions of their arrays; write_output_set runs them in threads."""
 
 from __future__ import annotations
 
