@@ -306,6 +306,25 @@ def test_an_unreadable_chunk_is_reported_the_rest_done_and_retried_on_rerun(tmp_
         assert again.outputs[key].read_bytes() == path.read_bytes(), key
 
 
+def test_a_corrupt_tile_of_an_aperio_slide_costs_only_the_chunk_it_lies_in(tmp_path, int8_predictor):
+    from slide_fixtures import corrupt_tile, synthetic_he, write_aperio_tiff
+
+    path = write_aperio_tiff(tmp_path / "slide.svs", synthetic_he(768, 768, tissue_fraction=1.0), mpp=0.25,
+                             levels=2, tile=256)
+    corrupt_tile(path, 0, 4)  # level 0, tile (row 1, col 1): x 256-512, y 256-512
+    summary = predict_slide(int8_predictor, path, tmp_path / "out", chunk_size=256, halo=32, tissue=False,
+                            progress=False)
+    assert summary.chunks == 9 and summary.nuclei > 100
+    assert [(f.row, f.col, f.box) for f in summary.failed] == [(1, 1, (256, 256, 512, 512))]
+    assert "within level-0 x 256-512 y 256-512" in summary.failed[0].error  # the corrupt tile, found
+    centroids = np.array([(float(r["centroid_x"]), float(r["centroid_y"])) for r in _csv_rows(summary.outputs["csv"])])
+    in_bad_core = ((centroids >= 256) & (centroids < 512)).all(axis=1)
+    assert not in_bad_core.any() and len(centroids) == summary.nuclei
+    # nuclei right beside the corrupt tile are still found (their chunks read around it)
+    near = ((centroids >= 224) & (centroids < 544)).all(axis=1) & ~in_bad_core
+    assert near.sum() >= 10
+
+
 # ---------------------------------------------------------------------------------------------
 # resolution: level-0 coordinates through resampling, unknown mpp
 
