@@ -51,7 +51,10 @@ DEFAULT_HALO = 96
 """Halo in working pixels. Measured on MoNuSeg test tiles (unet and segnet, fp32 and int8):
 with read boxes on the network's stride grid, probabilities more than 96 px from a read box
 edge are bit-identical to a whole-image pass (the networks' receptive field); nuclei owned
-by a core reach at most a nucleus radius (< 32 px at 40x) into the halo."""
+by a core reach at most a nucleus radius (< 32 px at 40x) into the halo. deeplabv3's
+image-pooling branch averages over its whole input, so its chunks never equal a whole-image
+pass exactly (measured on a MoNuSeg tile: 91% of nuclei matched at IoU >= 0.9 with 832 px
+chunks, against 100% for unet and segnet)."""
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 QUEUE_SIZE = 2  # chunks waiting between stages (bounds memory: about 2 x (image + probabilities))
@@ -395,13 +398,13 @@ def process_chunks(job: SlideJob, predictor, slide, *, progress: bool = True,
                 continue
         return False
 
-    def get(q: queue.Queue):
-        while True:
+    def get(q: queue.Queue):  # _DONE once stopped (an error or interrupt): queued chunks are dropped
+        while not stop.is_set():
             try:
                 return q.get(timeout=0.1)
             except queue.Empty:
-                if stop.is_set():
-                    return _DONE
+                continue
+        return _DONE
 
     def reader() -> None:
         try:
