@@ -10,7 +10,6 @@ segzoo.postprocessing.no_data_mask) get probability 0, so no nucleus.
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,8 +25,6 @@ from segzoo.preprocessing import fill_no_data
 
 if TYPE_CHECKING:
     from segzoo.writers import NucleusTable
-
-_NUCLEI_LOCK = threading.Lock()
 
 
 class ModelOutputError(SegzooError):
@@ -90,12 +87,11 @@ class Prediction:
         within writers.SIMPLIFY_TOLERANCE px; image pixel coordinates), computed on first use and
         kept while labels, image and prob are the same objects (changed in place, it goes stale)."""
         key = (id(self.labels), id(self.image), id(self.prob))
-        with _NUCLEI_LOCK:  # the CSV and GeoJSON renderers may ask at once (writers.render_outputs)
-            cached = self.__dict__.get("_nuclei")
-            if cached is None or cached[0] != key:
-                from segzoo.writers import nucleus_table
+        cached = self.__dict__.get("_nuclei")
+        if cached is None or cached[0] != key:
+            from segzoo.writers import nucleus_table
 
-                cached = self.__dict__["_nuclei"] = (key, nucleus_table(self.labels, self.image, self.prob))
+            cached = self.__dict__["_nuclei"] = (key, nucleus_table(self.labels, self.image, self.prob))
         return cached[1]
 
     def measurements(self) -> list[dict]:

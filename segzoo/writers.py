@@ -8,7 +8,7 @@ so a later run can tell its own earlier outputs from a user's images.
 Per-nucleus measurements and outlines (nucleus_table -> NucleusTable) are computed once,
 vectorised over all nuclei, and can be placed in another frame (offset, scale: a whole-slide
 chunk in level-0 pixels); see the coordinates note above nucleus_measurements. Renderers
-(*_bytes) are pure functions of their arrays; write_output_set runs them in threads."""
+(*_bytes) are pure functions of their arrays."""
 
 from __future__ import annotations
 
@@ -789,56 +789,17 @@ def _remove(path: Path) -> None:
         pass
 
 
-RENDER_ORDER = ("geojson", "overlay", "csv", "labels", "mask")
-"""Outputs rendered first, slowest first, so that the threads of render_outputs end together."""
-
-
-def _render_threads(count: int) -> int:
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, min(count, cores, 3))
-
-
-def render_outputs(render: dict[str, Callable[[], bytes]], *, threads: int | None = None) -> dict[str, bytes]:
-    """{key: render[key]()}, the renderers run in up to `threads` threads (default: one per
-    CPU core this process may use, at most 3), slowest formats first (RENDER_ORDER).
-
-    The encoders (numpy, zlib, libdeflate) release the GIL, so on the 2-core machine of the
-    issue the five default outputs take about 0.6x the time of rendering them one by one.
-    Renderers must not depend on each other (Prediction.nuclei() is shared safely). An
-    exception of any renderer (KeyboardInterrupt included) is raised once all have stopped,
-    the first in `render`'s order."""
-    threads = _render_threads(len(render)) if threads is None else max(1, int(threads))
-    if threads == 1 or len(render) < 2:
-        return {key: make() for key, make in render.items()}
-    from concurrent.futures import ThreadPoolExecutor
-
-    rank = {key: i for i, key in enumerate(RENDER_ORDER)}
-    order = sorted(render, key=lambda key: rank.get(key, len(rank)))
-    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="segzoo-render")
-    try:
-        futures = {key: pool.submit(render[key]) for key in order}
-        pool.shutdown(wait=True)
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    return {key: futures[key].result() for key in render}
-
-
 def write_output_set(targets: dict[str, Path], render: dict[str, Callable[[], bytes]]) -> None:
     """Write one image's output files so that afterwards all of them are in place or none changed.
 
-    `render[key]()` gives the bytes of `targets[key]`. Every file is rendered first
-    (render_outputs: in threads, slowest first), then
+    `render[key]()` gives the bytes of `targets[key]`. Every file is rendered first, then
     written to a temporary file in its target folder (created if needed), then all are
     renamed into place. On any error or interrupt (OSError such as ENOSPC, KeyboardInterrupt)
     the temporaries are deleted, files of this set that did not exist before are removed and
     replaced files get their old content back (kept through a hard link; a file system without
     hard links cannot restore them, which is logged); then the exception propagates.
     """
-    data = render_outputs({key: render[key] for key in targets})
+    data = {key: render[key]() for key in targets}
     temps: dict[str, Path] = {}
     existed: dict[str, bool] = {}
     backups: dict[str, Path | None] = {}
