@@ -2,5 +2,6 @@
 nuclei over a slide in chunks with flat memory, stitched so every nucleus is reported once.
 
 Coordinates: every output is in level-0 pixel coordinates of the slide (x to the right,
-y down, pixel centres at integer + 0.5 edges, i.e. pixel (r, c) covers [c, c+1) x [r, r+1)).
+y down), with pixel centres at integers, as segzoo.writers uses: pixel (row r, column c) is
+the point (x=c, y=r) and covers [c - 0.5, c + 0.5] x [r - 0.5, r + 0.5].
 """
