@@ -23,7 +23,8 @@ from segzoo.config import ModelConfig, atomic_write_bytes, atomic_write_text
 from segzoo.data.monuseg import discover_samples, load_sample
 from segzoo.errors import SegzooError
 from segzoo.inference import BatchRunner, predict_probabilities
-from segzoo.metrics import PixelCounts, aggregated_jaccard_index, panoptic_quality, pixel_counts
+from segzoo.metrics import (PixelCounts, aggregated_jaccard_index, instance_error_rates, instance_errors,
+                            panoptic_quality, pixel_counts)
 from segzoo.postprocessing import probabilities_to_instances
 from segzoo.provenance import portable_path
 
@@ -42,6 +43,7 @@ def evaluate(run_batch: BatchRunner, config: ModelConfig, data: str | Path, *, t
     samples = discover_samples(data)
     per_image, figures = [], []
     total = PixelCounts()
+    error_totals = {"truth": 0, "pred": 0, "split": 0, "merged": 0, "unmatched": 0}
     for sample in samples:
         gt = load_sample(sample)
         prob = predict_probabilities(run_batch, gt.image, config, tta=tta)[..., 0]
@@ -53,6 +55,10 @@ def evaluate(run_batch: BatchRunner, config: ModelConfig, data: str | Path, *, t
             row["aji"] = aggregated_jaccard_index(gt.labels, labels)
             pq = panoptic_quality(gt.labels, labels)
             row.update(pq=pq["pq"], dq=pq["dq"], sq=pq["sq"])
+            errors = instance_errors(gt.labels, labels)
+            row.update(split=errors["split"], merged=errors["merged"], unmatched=errors["unmatched"])
+            for key in error_totals:
+                error_totals[key] += errors[key]
         row["nuclei_true"] = int(len(np.unique(gt.labels)) - 1) if gt.labels is not None else None
         row["nuclei_pred"] = int(labels.max() and len(np.unique(labels)) - 1)
         per_image.append(row)
@@ -75,9 +81,16 @@ def evaluate(run_batch: BatchRunner, config: ModelConfig, data: str | Path, *, t
         "tta": tta,
         "micro": micro,
         "mean": mean,
+        "instance_errors": {**error_totals, **instance_error_rates(error_totals)} if error_totals["truth"] else None,
         "per_image": per_image,
         "notes": ("micro: pixel counts summed over all images; mean: average of per-image values. "
-                  "AJI/PQ: instance labels from the predictor's post-processing vs XML regions."),
+                  "Ground truth: XML polygons rasterised with segzoo.data.monuseg's rule (pixel centre inside, "
+                  "top-left rule on the outline), the PNG masks' convention. "
+                  "AJI/PQ: instance labels from the predictor's post-processing vs XML regions. "
+                  "instance_errors, pooled over the images with XML: split = annotated nuclei covered >= 20% "
+                  "each by two or more predicted nuclei lying >= 50% inside them (rate of annotated), merged = "
+                  "predicted nuclei covering >= 50% of each of two or more annotated ones, unmatched = predicted "
+                  "nuclei touching no annotated one (rates of predicted)."),
     }
     return metrics, figures
 

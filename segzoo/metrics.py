@@ -128,10 +128,39 @@ def panoptic_quality(truth: np.ndarray, pred: np.ndarray, iou_threshold: float =
     return {"pq": dq * sq, "dq": dq, "sq": sq, "tp": tp, "fp": fp, "fn": fn}
 
 
-def summarize(per_image: list[dict[str, float]], counts: PixelCounts) -> dict[str, dict[str, float]]:
-    """{"micro": metrics over all pixels, "mean": per-image means} for a list of per-image dicts."""
-    micro = counts.metrics()
-    keys = [k for k in per_image[0] if isinstance(per_image[0][k], (int, float))] if per_image else []
-    mean = {k: float(np.mean([row[k] for row in per_image if row.get(k) is not None])) for k in keys
-            if any(row.get(k) is not None for row in per_image)}
-    return {"micro": micro, "mean": mean}
+def instance_errors(truth: np.ndarray, pred: np.ndarray) -> dict[str, int]:
+    """Counts of the three instance errors of a prediction against annotated nuclei.
+
+    - split: annotated nuclei covered >= 20% each by two or more predicted nuclei that
+      lie >= 50% inside them (one nucleus cut into pieces);
+    - merged: predicted nuclei covering >= 50% of each of two or more annotated nuclei
+      (several nuclei reported as one);
+    - unmatched: predicted nuclei touching no annotated nucleus (false detections);
+    with the totals `truth` and `pred` they are counted against (labels 0 = background).
+    """
+    truth = np.asarray(truth)
+    pred = np.asarray(pred)
+    if truth.shape != pred.shape:
+        raise ValueError(f"prediction shape {pred.shape} != ground truth shape {truth.shape}")
+    inter, t_area, p_area = _overlaps(truth, pred)
+    counts = {"truth": len(t_area), "pred": len(p_area), "split": 0, "merged": 0, "unmatched": 0}
+    if len(p_area) == 0:
+        return counts
+    if len(t_area) == 0:
+        counts["unmatched"] = len(p_area)
+        return counts
+    of_truth = inter / t_area[:, None]  # share of each annotated nucleus a prediction covers
+    of_pred = inter / p_area[None, :]   # share of each prediction inside an annotated nucleus
+    pieces = (of_truth >= 0.2) & (of_pred >= 0.5)
+    counts["split"] = int(np.count_nonzero(pieces.sum(axis=1) >= 2))
+    counts["merged"] = int(np.count_nonzero((of_truth >= 0.5).sum(axis=0) >= 2))
+    counts["unmatched"] = int(np.count_nonzero(inter.sum(axis=0) == 0))
+    return counts
+
+
+def instance_error_rates(counts: dict[str, int]) -> dict[str, float]:
+    """split_rate (of annotated nuclei), merge_rate and unmatched_rate (of predicted nuclei)
+    from instance_errors() counts, or their sums over several images."""
+    return {"split_rate": counts["split"] / counts["truth"] if counts["truth"] else 0.0,
+            "merge_rate": counts["merged"] / counts["pred"] if counts["pred"] else 0.0,
+            "unmatched_rate": counts["unmatched"] / counts["pred"] if counts["pred"] else 0.0}

@@ -25,6 +25,27 @@ def test_rule_is_pixel_centre_inside_polygon():
     assert skipped == 0
 
 
+def test_integer_vertex_outline_keeps_its_area_and_shared_edges_have_one_owner():
+    # The official test XMLs trace nuclei with integer vertices through pixel centres.
+    # A 3x2 rectangle of area 6 keeps 6 pixels (top-left rule), not the 12 centres on or
+    # inside its outline that an outline-inclusive fill gives.
+    poly = np.array([[1.0, 1.0], [4.0, 1.0], [4.0, 3.0], [1.0, 3.0]])
+    labels, _ = rasterize_regions([poly], (5, 6))
+    expected = np.zeros((5, 6), np.int32)
+    expected[1:3, 1:4] = 1
+    np.testing.assert_array_equal(labels, expected)
+    # Two neighbours sharing the edge x = 4 tile the plane: no pixel claimed twice or lost.
+    right = np.array([[4.0, 1.0], [6.0, 1.0], [6.0, 3.0], [4.0, 3.0]])
+    left_only, _ = rasterize_regions([poly], (5, 8))
+    right_only, _ = rasterize_regions([right], (5, 8))
+    assert not np.any((left_only > 0) & (right_only > 0))
+    assert np.count_nonzero(left_only) + np.count_nonzero(right_only) == 6 + 4
+    # A diamond with vertices on pixel centres: centres on its outline follow the same rule.
+    diamond = np.array([[2.0, 0.0], [4.0, 2.0], [2.0, 4.0], [0.0, 2.0]])
+    labels, _ = rasterize_regions([diamond], (5, 5))
+    assert np.count_nonzero(labels) == 8  # area 8: 5 interior centres + 3 of the 8 on the outline
+
+
 def test_degenerate_outside_and_overlapping_regions():
     polys = [
         np.array([[1.0, 1.0], [2.0, 2.0]]),  # 2 vertices: skipped

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from segzoo.metrics import aggregated_jaccard_index, panoptic_quality, pixel_counts, pixel_metrics
+from segzoo.metrics import (aggregated_jaccard_index, instance_error_rates, instance_errors, panoptic_quality,
+                            pixel_counts, pixel_metrics)
 
 
 def test_pixel_metrics_hand_computed():
@@ -67,3 +68,37 @@ def test_pq_hand_computed():
     assert r["dq"] == pytest.approx(1 / 2)
     assert r["pq"] == pytest.approx(8 / 12 / 2)
     assert panoptic_quality(truth, truth)["pq"] == 1.0
+
+
+def test_instance_errors_split_merge_unmatched_hand_built():
+    truth = np.zeros((20, 40), np.int32)
+    truth[2:12, 2:12] = 1      # cut in two by the prediction
+    truth[2:12, 20:25] = 2     # merged with 3 by one prediction
+    truth[2:12, 25:30] = 3
+    truth[14:18, 2:6] = 4      # found as it is
+    pred = np.zeros_like(truth)
+    pred[2:12, 2:7] = 1
+    pred[2:12, 7:12] = 2
+    pred[2:12, 20:30] = 3
+    pred[14:18, 2:6] = 4
+    pred[15:18, 34:38] = 5     # touches no annotated nucleus
+    pred[0:2, 2:4] = 6         # touches nucleus 1 only outside it: not unmatched, not a piece
+    pred[1:3, 2:4] = 6
+    counts = instance_errors(truth, pred)
+    assert counts == {"truth": 4, "pred": 6, "split": 1, "merged": 1, "unmatched": 1}
+    rates = instance_error_rates(counts)
+    assert rates == {"split_rate": 0.25, "merge_rate": 1 / 6, "unmatched_rate": 1 / 6}
+
+
+def test_instance_errors_thresholds_and_empty_cases():
+    truth = np.zeros((10, 10), np.int32)
+    truth[0:10, 0:10] = 1
+    pred = np.zeros_like(truth)
+    pred[0:10, 0:1] = 1        # 10% of the nucleus: too small to count as a piece
+    pred[0:10, 1:10] = 2
+    assert instance_errors(truth, pred)["split"] == 0
+    empty = np.zeros_like(truth)
+    assert instance_errors(empty, empty) == {"truth": 0, "pred": 0, "split": 0, "merged": 0, "unmatched": 0}
+    assert instance_errors(empty, pred)["unmatched"] == 2
+    assert instance_error_rates(instance_errors(truth, empty)) == {
+        "split_rate": 0.0, "merge_rate": 0.0, "unmatched_rate": 0.0}

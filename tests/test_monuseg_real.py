@@ -30,7 +30,7 @@ def test_xml_rasterisation_reproduces_png_masks(real_monuseg):
         if sample.annotation is None:
             continue
         total = total + pixel_counts(load_sample(sample).mask, read_mask(sample.mask))
-    assert total.metrics()["dice"] >= 0.99
+    assert total.metrics()["dice"] >= 0.998  # 0.9989 measured; the outline-inclusive fill gave 0.9944
 
 
 def test_train_and_evaluate_end_to_end_through_scripts(real_monuseg, tmp_path):
@@ -83,6 +83,6 @@ def test_committed_metrics_are_reproduced(real_monuseg, folder, name):
     assert name == metrics_stem(committed["tta"]) + ".json"
     model, config = load_model(folder)
     metrics, _ = evaluate(keras_runner(model), config, real_monuseg / "test", tta=committed["tta"])
-    for aggregate in ("micro", "mean"):
+    for aggregate in ("micro", "mean", "instance_errors"):
         for key, value in committed[aggregate].items():
             assert metrics[aggregate][key] == pytest.approx(value, abs=1e-4), f"{aggregate}.{key}"

@@ -1,15 +1,18 @@
 """MoNuSeg tiles and Aperio XML annotations -> instance labels and binary masks.
 
-Rasterisation rule (the one ../shared/monuseg/README.md measured): pixel (row r,
-column c) belongs to a nucleus when the point (x=c, y=r) lies inside its
-polygon (skimage.draw.polygon on the vertices as given, no rounding or
-half-pixel shift). On the 13 training tiles with both XML and PNG this gives
-micro Dice 0.9944 against the released masks (tests/test_monuseg_real.py
-checks >= 0.99); nearly all differing pixels are pixel centres lying exactly
-on an outline, and shifting by half a pixel drops Dice to about 0.96. Regions are drawn in file order, so where polygons
-overlap the later region owns the shared pixels. Regions with fewer than 3
-vertices are skipped (and counted); vertices outside the image are allowed,
-the polygon is clipped to the image.
+Rasterisation rule (one rule for every XML, the one that reproduces the released PNG
+masks): pixel (row r, column c) belongs to a nucleus when the point (x=c, y=r) lies inside
+its polygon by the even-odd rule, and a point exactly on the outline follows the top-left
+rule of rasterisers: inside on a left or top edge, outside on a right or bottom edge. So a
+polygon traced with integer vertices along pixel centres (the official test XMLs) keeps as
+many pixels as its area, and two polygons sharing an edge never both claim a pixel. An
+outline-inclusive fill (skimage.draw.polygon, used before) adds every outline pixel on the
+test XMLs: 2,997,375 nucleus pixels over the 14 test tiles instead of 2,757,835 (+8.7%).
+On the 13 training tiles with both XML and PNG this rule gives micro Dice 0.9989 against the
+released masks (tests/test_monuseg_real.py checks >= 0.998; the inclusive fill gave 0.9944).
+Regions are drawn in file order, so where polygons overlap the later region owns the shared
+pixels. Regions with fewer than 3 vertices are skipped (and counted); vertices outside the
+image are allowed, the polygon is clipped to the image.
 
 Layouts understood by discover_samples (pairs matched by file stem):
 - segzoo/shared layout: images/, masks/ (PNG, 0/1), annotations/ (XML)
@@ -26,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from skimage.draw import polygon as draw_polygon
 
 from segzoo.errors import DataError
 from segzoo.imageio import IMAGE_SUFFIXES, read_image, read_mask
@@ -76,9 +78,30 @@ def rasterize_regions(polygons: list[np.ndarray], shape: tuple[int, int]) -> tup
         if len(poly) < 3:
             skipped += 1
             continue
-        rr, cc = draw_polygon(poly[:, 1], poly[:, 0], shape=shape)
+        rr, cc = polygon_interior(poly, shape)
         labels[rr, cc] = index
     return labels, skipped
+
+
+def polygon_interior(poly: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of the pixels of `shape` whose centre (x=c, y=r) lies inside the polygon
+    `poly` (N x 2 float array of x, y): even-odd crossings of a ray towards +x, half-open in y,
+    which puts a centre on the outline inside on left/top edges and outside on right/bottom ones."""
+    xs, ys = poly[:, 0], poly[:, 1]
+    r0, r1 = max(int(np.ceil(ys.min())), 0), min(int(np.floor(ys.max())), shape[0] - 1)
+    c0, c1 = max(int(np.ceil(xs.min())), 0), min(int(np.floor(xs.max())), shape[1] - 1)
+    if r1 < r0 or c1 < c0:
+        return np.zeros(0, np.intp), np.zeros(0, np.intp)
+    rr, cc = np.mgrid[r0:r1 + 1, c0:c1 + 1]
+    py, px = rr.reshape(-1, 1).astype(np.float64), cc.reshape(-1, 1).astype(np.float64)
+    x1, y1 = xs[None, :], ys[None, :]
+    x2, y2 = np.roll(xs, -1)[None, :], np.roll(ys, -1)[None, :]
+    # Even-odd crossings of a ray towards +x (half-open in y, so a vertex is counted once).
+    straddles = (y1 > py) != (y2 > py)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x_cross = x1 + (py - y1) * (x2 - x1) / (y2 - y1)
+    keep = np.count_nonzero(straddles & (px < x_cross), axis=1) % 2 == 1
+    return rr.reshape(-1)[keep], cc.reshape(-1)[keep]
 
 
 def _index(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
