@@ -23,8 +23,14 @@ from segzoo.config import ModelConfig, atomic_write_bytes, atomic_write_text
 from segzoo.data.monuseg import discover_samples, load_sample
 from segzoo.errors import SegzooError
 from segzoo.inference import BatchRunner, predict_probabilities
-from segzoo.metrics import (PixelCounts, aggregated_jaccard_index, instance_error_rates, instance_errors,
-                            panoptic_quality, pixel_counts)
+from segzoo.metrics import (
+    PixelCounts,
+    aggregated_jaccard_index,
+    instance_error_rates,
+    instance_errors,
+    panoptic_quality,
+    pixel_counts,
+)
 from segzoo.postprocessing import probabilities_to_instances
 from segzoo.provenance import portable_path
 
@@ -102,7 +108,7 @@ def metrics_stem(tta: bool) -> str:
 
 def markdown_table(metrics: dict, name: str) -> str:
     m, a = metrics["micro"], metrics["mean"]
-    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"
     header = "| Model | Loss | Accuracy | Precision | Recall | F1/Dice | IoU | AJI | PQ |\n"
     header += "|---|---|---|---|---|---|---|---|---|\n"
     row = (f"| {name} | {fmt(a.get('loss'))} | {fmt(m['accuracy'])} | {fmt(m['precision'])} | "

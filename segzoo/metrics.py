@@ -24,7 +24,7 @@ class PixelCounts:
     fn: int = 0
     tn: int = 0
 
-    def __add__(self, other: "PixelCounts") -> "PixelCounts":
+    def __add__(self, other: PixelCounts) -> PixelCounts:
         return PixelCounts(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn, self.tn + other.tn)
 
     def metrics(self) -> dict[str, float]:

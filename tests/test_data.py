@@ -5,13 +5,12 @@ import logging
 import numpy as np
 import pytest
 import tifffile
+from conftest import write_monuseg_folder, xml_text
 from PIL import Image
 
 from segzoo.data.monuseg import discover_samples, load_sample, rasterize_regions, read_xml_regions
 from segzoo.errors import DataError
 from segzoo.imageio import read_image
-
-from conftest import write_monuseg_folder, xml_text
 
 
 def test_rule_is_pixel_centre_inside_polygon():

@@ -3,8 +3,14 @@
 import numpy as np
 import pytest
 
-from segzoo.metrics import (aggregated_jaccard_index, instance_error_rates, instance_errors, panoptic_quality,
-                            pixel_counts, pixel_metrics)
+from segzoo.metrics import (
+    aggregated_jaccard_index,
+    instance_error_rates,
+    instance_errors,
+    panoptic_quality,
+    pixel_counts,
+    pixel_metrics,
+)
 
 
 def test_pixel_metrics_hand_computed():
