@@ -40,7 +40,7 @@ def default_tile() -> Path:
     if data and (Path(data) / "test" / "images").is_dir():
         return sorted((Path(data) / "test" / "images").iterdir())[0]
     sys.path.insert(0, str(ROOT))
-    from segzoo.predictor import sample_image_path
+    from segzoo.io.images import sample_image_path
 
     return sample_image_path()
 
@@ -51,7 +51,7 @@ def child(args) -> None:
 
     sys.path.insert(0, str(ROOT))
     import segzoo
-    from segzoo.imageio import read_image
+    from segzoo.io.images import read_image
 
     folder = resolve_folder(args.model)
     runtime, filename = RUNTIMES[args.runtime]
@@ -301,7 +301,7 @@ def main(argv=None) -> int:
         child(args)
         return 0
     sys.path.insert(0, str(ROOT))
-    from segzoo.config import atomic_write_text
+    from segzoo.io.files import atomic_write_text
 
     image = args.image or default_tile()
     models = args.models or sorted(p.name for p in (ROOT / "model_cards").iterdir() if p.is_dir())

@@ -271,7 +271,7 @@ def main(argv=None) -> int:
     p.add_argument("folder", type=Path)
     args = p.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from segzoo.config import atomic_write_text
+    from segzoo.io.files import atomic_write_text
 
     atomic_write_text(args.folder / "README.md", render(args.folder))
     print(f"wrote {args.folder / 'README.md'}")

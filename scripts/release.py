@@ -112,9 +112,9 @@ def main(argv=None) -> int:
 def _export_onnx_files(dest: Path, data: Path) -> None:
     """model.onnx (parity-checked), and model.int8.onnx when its test Dice is within
     INT8_MAX_DICE_DROP of the Keras model's (metrics.json); the comparison goes to int8_check.json."""
-    from segzoo.config import atomic_write_text
     from segzoo.evaluation import evaluate
     from segzoo.export import export_onnx
+    from segzoo.io.files import atomic_write_text
     from segzoo.onnx_runtime import onnx_runner, read_segzoo_onnx
     from segzoo.quantize import quantize_int8
 
@@ -138,7 +138,7 @@ def _export_onnx_files(dest: Path, data: Path) -> None:
 def _pin(dest: Path, name: str, repo_id: str | None, architecture: str) -> None:
     """Write the sha256 of each released file to the zoo registry; the Hub revision is kept only
     while the files are unchanged (a changed file has to be published again)."""
-    from segzoo.config import atomic_write_text
+    from segzoo.io.files import atomic_write_text
     from segzoo.zoo import sha256_of
 
     registry_path = ROOT / "segzoo" / "zoo_registry.json"
@@ -161,7 +161,7 @@ def embed_config(path: Path, config) -> None:
     Refuses a file whose graph no longer matches its checksum."""
     import onnx
 
-    from segzoo.config import atomic_write_bytes
+    from segzoo.io.files import atomic_write_bytes
     from segzoo.onnx_runtime import META_CONFIG, graph_sha256, read_segzoo_onnx
 
     read_segzoo_onnx(path)  # verifies the graph checksum
@@ -212,7 +212,7 @@ def settings_to_released_folder(provenance: dict, dest: Path) -> None:
 def _keep_log(stage: dict | None, target: Path, prefer: str | None = None) -> str | None:
     """Copy the training_log.csv of the run named by a provenance entry to `target` (its
     `prefer` log instead where it has one); its text."""
-    from segzoo.config import atomic_write_text
+    from segzoo.io.files import atomic_write_text
 
     folder = Path(stage["source"]) if stage else None
     source = folder / prefer if folder is not None and prefer and (folder / prefer).is_file() \
@@ -228,7 +228,7 @@ def _keep_log(stage: dict | None, target: Path, prefer: str | None = None) -> st
 
 def _first_tile(folder: Path):
     from segzoo.data.monuseg import discover_samples
-    from segzoo.imageio import read_image
+    from segzoo.io.images import read_image
 
     return read_image(discover_samples(folder)[0].image)
 

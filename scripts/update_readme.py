@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print("README.md is up to date")
         return 0
-    from segzoo.config import atomic_write_text
+    from segzoo.io.files import atomic_write_text
 
     atomic_write_text(readme, text)
     print("updated README.md")

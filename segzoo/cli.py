@@ -71,7 +71,7 @@ def _error(message: str) -> None:
 
 
 def _predict_parser() -> argparse.ArgumentParser:
-    from segzoo.writers import FORMATS
+    from segzoo.io.outputs import FORMATS
 
     p = OneLineParser(
         prog="segzoo predict",
@@ -133,9 +133,8 @@ class _Inputs:
 
 def _add_folder(inputs: _Inputs, folder: Path) -> None:
     """A folder's images, minus files named like another listed image's outputs (earlier runs)."""
-    from segzoo.imageio import IMAGE_SUFFIXES
-    from segzoo.predictor import list_images
-    from segzoo.writers import is_segzoo_output, outputs_among
+    from segzoo.io.images import IMAGE_SUFFIXES, list_images
+    from segzoo.io.outputs import is_segzoo_output, outputs_among
 
     try:
         found = list_images(folder)
@@ -185,7 +184,8 @@ def collect_inputs(raw: list[str]) -> _Inputs:
 
 
 def _renderers(result, formats: list[str]) -> dict:
-    from segzoo.writers import csv_bytes, geojson_bytes, labels_tiff_bytes, mask_png_bytes, overlay_png_bytes
+    from segzoo.io.measurements import csv_bytes
+    from segzoo.io.outputs import geojson_bytes, labels_tiff_bytes, mask_png_bytes, overlay_png_bytes
 
     every = {
         "mask": lambda: mask_png_bytes(result.mask),
@@ -200,9 +200,10 @@ def _renderers(result, formats: list[str]) -> dict:
 def predict_main(argv: list[str]) -> int:
     args = _predict_parser().parse_args(argv)
     from segzoo.inference import tiling_settings
+    from segzoo.io.files import output_folder_problem, write_file_set
+    from segzoo.io.images import sample_image_path
+    from segzoo.io.outputs import FORMATS, output_targets
     from segzoo.loading import load
-    from segzoo.predictor import sample_image_path
-    from segzoo.writers import FORMATS, output_folder_problem, output_targets, write_output_set
 
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     bad = sorted(set(formats) - set(FORMATS))
@@ -264,7 +265,7 @@ def predict_main(argv: list[str]) -> int:
             failures += 1
             continue
         try:
-            write_output_set(targets, _renderers(result, formats))
+            write_file_set(targets, _renderers(result, formats))
         except OSError as err:
             say(f"error: {path}: cannot write outputs ({err.strerror or err})", sys.stderr)
             failures += 1
@@ -287,7 +288,7 @@ def export_main(argv: list[str]) -> int:
     p.add_argument("--calibration", default=None, help="folder of training images for int8 calibration")
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
-    from segzoo.writers import output_file_problem
+    from segzoo.io.files import output_file_problem
 
     out = Path(args.out)
     target = out.with_suffix(".int8.onnx")

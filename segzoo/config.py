@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from segzoo.errors import ConfigError
+from segzoo.io.files import atomic_write_text
 
 SCHEMA_VERSION = 1
 CONFIG_FILENAME = "config.json"
@@ -141,11 +141,6 @@ class ModelConfig:
         self.resolution.validate()
         return self
 
-    @property
-    def num_classes(self) -> int:
-        """Output channels of the network: always 1 (nucleus probability) for a valid config."""
-        return int(self.architecture_kwargs.get("num_classes", 1))
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -227,24 +222,3 @@ def _parse_section(section_cls, value, name: str):
             raise ConfigError(f"{name}.{key} must be a list, got {type(item).__name__}")
     return section_cls(**value)
 
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from segzoo.config import ModelConfig, atomic_write_bytes, atomic_write_text
+from segzoo.config import ModelConfig
 from segzoo.data.monuseg import discover_samples, load_sample
 from segzoo.errors import SegzooError
 from segzoo.inference import BatchRunner, predict_probabilities
+from segzoo.io.files import atomic_write_bytes, atomic_write_text
 from segzoo.metrics import (
     PixelCounts,
     aggregated_jaccard_index,
@@ -167,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from segzoo.writers import output_folder_problem
+    from segzoo.io.files import output_folder_problem
 
     # Where the tables go is checked before the evaluation, not after it.
     if args.out is not None:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segzoo.config import ModelConfig, atomic_write_bytes
+from segzoo.config import ModelConfig
+from segzoo.io.files import atomic_write_bytes
 from segzoo.errors import SegzooError
 from segzoo.onnx_runtime import (INPUT_NAME, META_CONFIG, META_GRAPH_SHA, META_VERSION, OUTPUT_NAME,
                                  graph_sha256, onnx_runner)

@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from segzoo.config import ModelConfig
 from segzoo.errors import SegzooError
-from segzoo.imageio import ImageLike, read_image
 from segzoo.inference import BatchRunner, predict_probabilities
+from segzoo.io.images import ImageLike, list_images, read_image
 from segzoo.postprocessing import no_data_mask, probabilities_to_instances
 from segzoo.preprocessing import fill_no_data
 
 if TYPE_CHECKING:
-    from segzoo.writers import NucleusTable
+    from segzoo.io.measurements import NucleusTable
 
 
 class ModelOutputError(SegzooError):
@@ -83,13 +82,13 @@ class Prediction:
         return int(len(np.unique(self.labels)) - 1) if self.labels.any() else 0
 
     def nuclei(self) -> NucleusTable:
-        """segzoo.writers.NucleusTable of every nucleus (measurements, and outlines simplified to
-        within writers.SIMPLIFY_TOLERANCE px; image pixel coordinates), computed on first use and
+        """segzoo.io.measurements.NucleusTable of every nucleus (measurements, and outlines simplified to
+        within segzoo.io.outlines.SIMPLIFY_TOLERANCE px; image pixel coordinates), computed on first use and
         kept while labels, image and prob are the same objects (changed in place, it goes stale)."""
         key = (id(self.labels), id(self.image), id(self.prob))
         cached = self.__dict__.get("_nuclei")
         if cached is None or cached[0] != key:
-            from segzoo.writers import nucleus_table
+            from segzoo.io.measurements import nucleus_table
 
             cached = self.__dict__["_nuclei"] = (key, nucleus_table(self.labels, self.image, self.prob))
         return cached[1]
@@ -133,7 +132,7 @@ class Predictor:
 
     def predict(self, image: ImageLike, *, tta: bool = False, tile_size: int | None = None,
                 overlap: int | None = None, batch_size: int | None = None) -> Prediction:
-        """Nuclei in one image (path, PIL image or HxWx3 array; see segzoo.imageio).
+        """Nuclei in one image (path, PIL image or HxWx3 array; see segzoo.io.images).
 
         No-data regions (segzoo.postprocessing.no_data_mask: black padding, pure white fill)
         are filled with mirrored tissue for the network (segzoo.preprocessing.fill_no_data)
@@ -168,19 +167,3 @@ class Predictor:
     def __repr__(self) -> str:
         return f"Predictor({self.config.name or self.config.architecture!r}, runtime={self.runtime!r})"
 
-
-def sample_image_path() -> Path:
-    """A 512x512 H&E crop that ships with segzoo (MoNuSeg 2018 training tile, CC BY-NC-SA 4.0)."""
-    return Path(__file__).parent / "samples" / "monuseg_sample.png"
-
-
-def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files (TIFF, PNG, JPEG) directly inside `folder`, sorted."""
-    from segzoo.errors import DataError
-    from segzoo.imageio import IMAGE_SUFFIXES
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"{folder}: not a folder")
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))

@@ -8,8 +8,9 @@ import logging
 import sys
 from pathlib import Path
 
-from segzoo.config import CONFIG_FILENAME, ONNX_FILENAMES, WEIGHTS_FILENAME, ModelConfig, atomic_write_text
+from segzoo.config import CONFIG_FILENAME, ONNX_FILENAMES, WEIGHTS_FILENAME, ModelConfig
 from segzoo.errors import SegzooError
+from segzoo.io.files import atomic_write_text
 from segzoo.zoo import REGISTRY_FILE, sha256_of
 
 log = logging.getLogger(__name__)

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
-from segzoo.config import atomic_write_bytes
 from segzoo.errors import SegzooError
+from segzoo.io.files import atomic_write_bytes
 from segzoo.onnx_runtime import INPUT_NAME, META_CONFIG, META_GRAPH_SHA, META_VERSION, graph_sha256, read_segzoo_onnx
 
 
 def calibration_batches(folder: str | os.PathLike, config, *, patches: int = 32, size: int = 256, seed: int = 0):
     """Normalised random crops of the images in `folder` (a MoNuSeg layout or a flat folder)."""
     from segzoo.data.monuseg import discover_samples
-    from segzoo.imageio import read_image
+    from segzoo.io.images import read_image
     from segzoo.preprocessing import normalize
 
     samples = discover_samples(folder, require_ground_truth=False)

@@ -23,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from segzoo.config import CONFIG_FILENAME, WEIGHTS_FILENAME, ModelConfig, atomic_write_text
+from segzoo.config import CONFIG_FILENAME, WEIGHTS_FILENAME, ModelConfig
 from segzoo.data.augment import AugmentConfig, PatchSampler
 from segzoo.data.monuseg import Sample, discover_samples, load_sample
 from segzoo.errors import SegzooError
+from segzoo.io.files import atomic_write_text
 from segzoo.losses import LOSSES, get_loss
 from segzoo.metrics import PixelCounts, pixel_counts
 from segzoo.provenance import environment, portable_command, portable_path
@@ -157,8 +158,8 @@ def run(args: argparse.Namespace) -> Path:
     import keras
 
     from segzoo import __version__
-    from segzoo.model_io import default_config, save_model
     from segzoo.data.pipeline import make_dataset, patch_batches, stream_workers
+    from segzoo.model_io import default_config, save_model
 
     out = Path(args.out)
     prepare_run_folder(out, resume=args.resume, overwrite=args.overwrite)

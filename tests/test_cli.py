@@ -189,8 +189,8 @@ def test_ctrl_c_anywhere_is_one_line(monkeypatch, capsys):
     assert capsys.readouterr().err == "interrupted\n"
 
 
-def test_write_output_set_restores_replaced_files_and_removes_new_ones(tmp_path, monkeypatch):
-    from segzoo.writers import write_output_set
+def test_write_file_set_restores_replaced_files_and_removes_new_ones(tmp_path, monkeypatch):
+    from segzoo.io.files import write_file_set
 
     old = tmp_path / "old.txt"
     old.write_bytes(b"old")
@@ -198,11 +198,11 @@ def test_write_output_set_restores_replaced_files_and_removes_new_ones(tmp_path,
     render = {"old": lambda: b"OLD", "new": lambda: b"NEW", "third": lambda: b"THIRD"}
     _fail_on_call(monkeypatch, os, "replace", 3, OSError(errno.ENOSPC, "No space left on device"))
     with pytest.raises(OSError):
-        write_output_set(targets, render)
+        write_file_set(targets, render)
     assert old.read_bytes() == b"old" and not targets["new"].exists() and not targets["third"].exists()
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["old.txt", "sub"]
     monkeypatch.undo()
-    write_output_set(targets, render)
+    write_file_set(targets, render)
     assert [t.read_bytes() for t in targets.values()] == [b"OLD", b"NEW", b"THIRD"]
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["new.txt", "old.txt", "sub", "third.txt"]
 
@@ -345,7 +345,7 @@ def test_predict_guards_duplicate_stems_unknown_format_existing_outputs(tmp_path
 
 
 def test_outputs_carry_the_segzoo_software_tag(tmp_path, model):
-    from segzoo.writers import is_segzoo_output
+    from segzoo.io.outputs import is_segzoo_output
 
     a = _image(tmp_path / "a.png")
     assert _predict(a, "--out", tmp_path / "o") == 0

@@ -10,7 +10,7 @@ from PIL import Image
 
 from segzoo.data.monuseg import discover_samples, load_sample, rasterize_regions, read_xml_regions
 from segzoo.errors import DataError
-from segzoo.imageio import read_image
+from segzoo.io.images import read_image
 
 
 def test_rule_is_pixel_centre_inside_polygon():
@@ -142,7 +142,7 @@ def test_corrupt_image(tmp_path):
 
 def test_image_conversions_are_explicit(tmp_path, caplog):
     rgb = np.random.default_rng(0).integers(0, 256, (8, 9, 3), dtype=np.uint8)
-    caplog.set_level(logging.INFO, logger="segzoo.imageio")
+    caplog.set_level(logging.INFO, logger="segzoo.io.images")
     np.testing.assert_array_equal(read_image(rgb), rgb)
     gray = read_image(rgb[..., 0])
     assert gray.shape == (8, 9, 3) and "grayscale" in caplog.text

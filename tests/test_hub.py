@@ -150,7 +150,7 @@ def test_zoo_name_downloads_verifies_then_uses_cache_offline(hub, tmp_path):
 def test_full_load_and_predict_by_zoo_name_and_hf_uri(hub, tmp_path):
     code = f"""
         import segzoo, numpy as np
-        from segzoo.predictor import sample_image_path
+        from segzoo.io.images import sample_image_path
         a = segzoo.load({NAME!r}, runtime="keras").predict(sample_image_path())
         b = segzoo.load("hf://{REPO}", runtime="keras").predict(sample_image_path())
         assert np.array_equal(a.prob, b.prob) and a.prob.shape == (512, 512)
@@ -243,8 +243,8 @@ def test_hf_uri_auto_runs_onnx_without_tensorflow_online_and_from_the_cache(hub,
     cache = tmp_path / "cache"
     code = f"""
         import sys, segzoo
-        from segzoo.imageio import read_image
-        from segzoo.predictor import sample_image_path
+        from segzoo.io.images import read_image
+        from segzoo.io.images import sample_image_path
         p = segzoo.load("hf://{REPO}")
         r = p.predict(read_image(sample_image_path())[:192, :192])
         assert "tensorflow" not in [m.split(".")[0] for m in sys.modules if sys.modules[m] is not None]

@@ -8,7 +8,7 @@ import tifffile
 from PIL import Image, ImageOps
 
 from segzoo.errors import DataError
-from segzoo.imageio import read_image, read_mask
+from segzoo.io.images import read_image, read_mask
 
 
 def _displayed() -> np.ndarray:

@@ -17,9 +17,8 @@ import segzoo
 from segzoo import zoo
 from segzoo.config import Postprocessing
 from segzoo.errors import ConfigError, SegzooError
-from segzoo.imageio import read_image
+from segzoo.io.images import read_image, sample_image_path
 from segzoo.postprocessing import probabilities_to_instances
-from segzoo.predictor import sample_image_path
 
 NAME = "unet-monuseg"
 BUNDLED = Path(zoo.__file__).parent / "bundled" / NAME

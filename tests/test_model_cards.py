@@ -103,10 +103,9 @@ class TestZooFolder:
         import numpy as np
 
         from segzoo.export import parity_inputs
-        from segzoo.imageio import read_image
+        from segzoo.io.images import read_image, sample_image_path
         from segzoo.model_io import load_model
         from segzoo.onnx_runtime import onnx_runner
-        from segzoo.predictor import sample_image_path
 
         assert "model.onnx" in _pinned_onnx(folder)
         model, config = load_model(folder)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from segzoo.data.monuseg import discover_samples, load_sample
-from segzoo.imageio import read_mask
+from segzoo.io.images import read_mask
 from segzoo.metrics import PixelCounts, pixel_counts
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,9 +10,10 @@ from PIL import Image
 
 from segzoo.config import ModelConfig
 from segzoo.errors import ConfigError
+from segzoo.io.images import sample_image_path
 from segzoo.onnx_runtime import onnx_runner, read_segzoo_onnx
 from segzoo.postprocessing import NO_DATA_MIN_AREA, no_data_mask
-from segzoo.predictor import ModelOutputError, Prediction, Predictor, sample_image_path
+from segzoo.predictor import ModelOutputError, Prediction, Predictor
 from segzoo.preprocessing import fill_no_data
 
 BUNDLED_INT8 = Path(__file__).resolve().parents[1] / "segzoo" / "bundled" / "unet-monuseg" / "model.int8.onnx"
@@ -111,8 +112,9 @@ def test_config_refuses_num_classes_other_than_one(value):
 
 
 def test_config_accepts_num_classes_one_or_absent():
-    assert ModelConfig(architecture="unet", architecture_kwargs={"num_classes": 1}).validate().num_classes == 1
-    assert ModelConfig(architecture="unet").validate().num_classes == 1
+    config = ModelConfig(architecture="unet", architecture_kwargs={"num_classes": 1})
+    assert config.validate() is config
+    assert ModelConfig.from_dict({"architecture": "unet"}).architecture_kwargs == {}
 
 
 # ---------------------------------------------------------------- no-data regions

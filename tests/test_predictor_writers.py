@@ -9,8 +9,8 @@ import tifffile
 from PIL import Image
 
 from segzoo.errors import DataError
-from segzoo.writers import (geojson_collection, measure_nuclei, write_csv, write_geojson, write_labels_tiff,
-                            write_mask_png, write_overlay_png)
+from segzoo.io.measurements import geojson_collection, measure_nuclei
+from segzoo.io.outputs import write_csv, write_geojson, write_labels_tiff, write_mask_png, write_overlay_png
 
 
 def _labels():

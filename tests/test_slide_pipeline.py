@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from segzoo.errors import DataError, SegzooError
-from segzoo.predictor import Predictor, sample_image_path
+from segzoo.io.images import sample_image_path
+from segzoo.predictor import Predictor
 from segzoo.slides.base import ArraySlide
 from segzoo.slides.chunks import COLUMNS, Chunk, ChunkResult, Grid, chunk_nuclei, plan_chunks, predict_chunk
 from segzoo.slides.pipeline import predict_slide

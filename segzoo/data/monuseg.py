@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from segzoo.errors import DataError
-from segzoo.imageio import IMAGE_SUFFIXES, read_image, read_mask
+from segzoo.io.images import IMAGE_SUFFIXES, read_image, read_mask
 
 log = logging.getLogger(__name__)
 

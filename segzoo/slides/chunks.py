@@ -301,8 +301,8 @@ def chunk_nuclei(image: np.ndarray, prob: np.ndarray, chunk: Chunk, grid: Grid, 
     half-open), mean_r/g/b (of the working image), mean_prob. A nucleus is kept when its
     centroid lies in the core (half-open), so each belongs to exactly one chunk. Floats are
     rounded as writers writes them (MEASUREMENT_ROUNDING, VERTEX_DECIMALS)."""
+    from segzoo.io.measurements import MEASUREMENT_ROUNDING, VERTEX_DECIMALS, nucleus_table
     from segzoo.postprocessing import probabilities_to_instances
-    from segzoo.writers import MEASUREMENT_ROUNDING, VERTEX_DECIMALS, nucleus_table
 
     _, labels = probabilities_to_instances(prob, post)
     rx0, ry0 = chunk.read[0], chunk.read[1]

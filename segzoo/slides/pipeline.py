@@ -39,8 +39,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from segzoo.config import ModelConfig, atomic_write_text
+from segzoo.config import ModelConfig
 from segzoo.errors import DataError, SegzooError
+from segzoo.io.files import atomic_write_text
 from segzoo.slides.base import ArraySlide
 from segzoo.slides.chunks import COLUMNS, Chunk, ChunkResult, Grid, chunk_nuclei, plan_chunks, predict_chunk, read_chunk
 from segzoo.slides.outputs import THUMBNAIL_MAX_SIDE, output_paths, write_outputs

@@ -561,7 +561,7 @@ def open_slide(path: str | os.PathLike, *, mpp: float | None = None, backend: st
 
 
 def _array_slide(path: Path, mpp: float | None) -> ArraySlide:
-    from segzoo.imageio import read_image
+    from segzoo.io.images import read_image
 
     return ArraySlide(read_image(path), mpp=mpp, path=path)
 

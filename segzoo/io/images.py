@@ -1,4 +1,5 @@
-"""Reading images into uint8 RGB arrays, with explicit, logged conversions.
+"""Reading images into uint8 RGB arrays, with explicit, logged conversions; finding the image
+files of a folder; the sample image that ships with segzoo.
 
 Accepted: TIFF (incl. BigTIFF), PNG, JPEG files; PIL images; numpy arrays of
 shape HxW, HxWx1, HxWx3 or HxWx4 in uint8, uint16 or float (values in [0, 1]).
@@ -186,11 +187,9 @@ def read_image(image: ImageLike, *, source: str | None = None) -> np.ndarray:
         return to_rgb_uint8(read_array(image), source=source or str(image))
     if isinstance(image, np.ndarray):
         return to_rgb_uint8(image, source=source or "array")
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - Pillow is a core dependency
-        Image = None
-    if Image is not None and isinstance(image, Image.Image):
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
         source = source or "PIL image"
         return to_rgb_uint8(_pil_to_array(_exif_transposed(image, source)), source=source)
     raise DataError(
@@ -209,3 +208,40 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     if array.ndim != 2:
         raise DataError(f"{path}: mask must be 2-D, got shape {array.shape}")
     return array > 0
+
+
+def sample_image_path() -> Path:
+    """A 512x512 H&E crop that ships with segzoo (MoNuSeg 2018 training tile, CC BY-NC-SA 4.0)."""
+    return Path(__file__).resolve().parents[1] / "samples" / "monuseg_sample.png"
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files (IMAGE_SUFFIXES) directly inside `folder`, sorted, hidden files left out;
+    DataError when `folder` is not a folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder")
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+IMAGE_SUBFOLDERS = ("images", "Tissue Images")
+"""Where a dataset folder keeps its images: segzoo's layout (images/ beside masks/ and
+annotations/) and the official MoNuSeg release ('Tissue Images/' beside 'Annotations/')."""
+
+
+def find_images(folder: str | os.PathLike) -> list[Path]:
+    """The images of a folder of images, or of a dataset folder: list_images(folder), or, when
+    it holds none itself, list_images of its first IMAGE_SUBFOLDERS subfolder that holds some.
+    DataError naming the folder and the places looked in when there are none."""
+    folder = Path(folder)
+    found = list_images(folder)
+    for name in IMAGE_SUBFOLDERS:
+        if found:
+            break
+        if (folder / name).is_dir():
+            found = list_images(folder / name)
+    if not found:
+        raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in it or in "
+                        f"{' or '.join(repr(n + '/') for n in IMAGE_SUBFOLDERS)}")
+    return found
