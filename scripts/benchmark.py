@@ -81,7 +81,7 @@ def child(args) -> None:
             out = predictor.predict(args.image)
             times.append(time.perf_counter() - start)
         # The network alone on the same (normalised, stride-padded) tile: what the runtime changes.
-        from segzoo.preprocessing import normalize, pad_to_multiple
+        from segzoo.predict.preprocessing import normalize, pad_to_multiple
 
         prep = predictor.config.preprocessing
         batch = pad_to_multiple(normalize(rgb, prep), prep.pad_to_stride, prep.pad_mode)[0][None]

@@ -61,6 +61,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT))
     from segzoo.config import Inference, ModelConfig
     from segzoo.provenance import environment, portable_command
+    from segzoo.runtime.onnx_format import embed_config
 
     dest = ROOT / "model_cards" / args.name
     run = lambda *cmd: subprocess.run([sys.executable, *map(str, cmd)], check=True)  # noqa: E731
@@ -115,8 +116,9 @@ def _export_onnx_files(dest: Path, data: Path) -> None:
     from segzoo.evaluation import evaluate
     from segzoo.export import export_onnx
     from segzoo.io.files import atomic_write_text
-    from segzoo.onnx_runtime import onnx_runner, read_segzoo_onnx
     from segzoo.quantize import quantize_int8
+    from segzoo.runtime.onnx import onnx_runner
+    from segzoo.runtime.onnx_format import read_segzoo_onnx
 
     export_onnx(dest, dest / "model.onnx", overwrite=True, real_image=_first_tile(data / "test"))
     fp32 = json.loads((dest / "metrics.json").read_text())["micro"]["dice"]
@@ -153,28 +155,6 @@ def _pin(dest: Path, name: str, repo_id: str | None, architecture: str) -> None:
         "license": "cc-by-nc-sa-4.0",
         "description": f"{architecture} trained on MoNuSeg 2018 (H&E nuclei, 40x)"}
     atomic_write_text(registry_path, json.dumps(registry, indent=2) + "\n")
-
-
-def embed_config(path: Path, config) -> None:
-    """Replace the config embedded in a segzoo ONNX file (metadata "segzoo_config") with
-    `config`, leaving the graph, its stored sha256 and every other field as they are.
-    Refuses a file whose graph no longer matches its checksum."""
-    import onnx
-
-    from segzoo.io.files import atomic_write_bytes
-    from segzoo.onnx_runtime import META_CONFIG, graph_sha256, read_segzoo_onnx
-
-    read_segzoo_onnx(path)  # verifies the graph checksum
-    model = onnx.load_model_from_string(path.read_bytes())
-    before = graph_sha256(model)
-    (prop,) = [p for p in model.metadata_props if p.key == META_CONFIG]
-    prop.value = config.to_json()
-    if graph_sha256(model) != before:
-        raise RuntimeError(f"{path}: rewriting the metadata changed the graph")
-    atomic_write_bytes(path, model.SerializeToString())
-    _, embedded = read_segzoo_onnx(path)
-    if embedded.to_dict() != config.to_dict():
-        raise RuntimeError(f"{path}: the embedded config does not read back as written")
 
 
 def settings_to_released_folder(provenance: dict, dest: Path) -> None:

@@ -199,11 +199,11 @@ def _renderers(result, formats: list[str]) -> dict:
 
 def predict_main(argv: list[str]) -> int:
     args = _predict_parser().parse_args(argv)
-    from segzoo.inference import tiling_settings
     from segzoo.io.files import output_folder_problem, write_file_set
     from segzoo.io.images import sample_image_path
     from segzoo.io.outputs import FORMATS, output_targets
     from segzoo.loading import load
+    from segzoo.predict.tiling import tiling_settings
 
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     bad = sorted(set(formats) - set(FORMATS))
@@ -337,7 +337,7 @@ def _usage() -> str:
 def _run(command: str, rest: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if command in ("train", "evaluate", "export", "publish"):
-        from segzoo.loading import require_keras
+        from segzoo.runtime.keras import require_keras
 
         try:
             require_keras(f"segzoo {command}")

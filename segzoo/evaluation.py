@@ -22,7 +22,6 @@ import numpy as np
 from segzoo.config import ModelConfig
 from segzoo.data.monuseg import discover_samples, load_sample
 from segzoo.errors import SegzooError
-from segzoo.inference import BatchRunner, predict_probabilities
 from segzoo.io.files import atomic_write_bytes, atomic_write_text
 from segzoo.metrics import (
     PixelCounts,
@@ -32,7 +31,8 @@ from segzoo.metrics import (
     panoptic_quality,
     pixel_counts,
 )
-from segzoo.postprocessing import probabilities_to_instances
+from segzoo.predict.postprocessing import probabilities_to_instances
+from segzoo.predict.tiling import BatchRunner, predict_probabilities
 from segzoo.provenance import portable_path
 
 log = logging.getLogger("segzoo.evaluate")
@@ -180,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
-        from segzoo.inference import keras_runner
         from segzoo.model_io import load_model
+        from segzoo.runtime.keras import keras_runner
 
         model, config = load_model(args.model)
         started = time.monotonic()

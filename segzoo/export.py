@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from segzoo.config import ModelConfig
-from segzoo.io.files import atomic_write_bytes
 from segzoo.errors import SegzooError
-from segzoo.onnx_runtime import (INPUT_NAME, META_CONFIG, META_GRAPH_SHA, META_VERSION, OUTPUT_NAME,
-                                 graph_sha256, onnx_runner)
+from segzoo.io.files import atomic_write_bytes, refuse_overwrite
 from segzoo.onnx_rewrite import drop_noop_crops_after_upsampling, split_concatenated_convolutions
+from segzoo.runtime.onnx import onnx_runner
+from segzoo.runtime.onnx_format import INPUT_NAME, OUTPUT_NAME, sign
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,6 @@ class ParityShapeError(ParityError):
 
 def keras_to_onnx(model, config: ModelConfig, *, opset: int = 17):
     """An onnx ModelProto of a Keras model with segzoo metadata attached."""
-    import onnx
     import tensorflow as tf
     import tf2onnx
 
@@ -65,14 +64,11 @@ def keras_to_onnx(model, config: ModelConfig, *, opset: int = 17):
     split = split_concatenated_convolutions(proto)
     if split:
         log.info("split %d Concat -> Conv pair(s) into per-input convolutions", split)
-    del proto.metadata_props[:]
     proto.producer_name = "segzoo"
     proto.producer_version = __version__
     proto.doc_string = (f"segzoo {config.name or config.architecture}: input '{INPUT_NAME}' float32 NHWC "
                         f"normalised per config; output '{OUTPUT_NAME}'")
-    sha = graph_sha256(proto)
-    onnx.helper.set_model_props(proto, {META_CONFIG: config.to_json(), META_VERSION: __version__,
-                                        META_GRAPH_SHA: sha})
+    sign(proto, config.to_json())
     return proto
 
 
@@ -182,7 +178,7 @@ def _pair(value) -> tuple[int, int]:
 def parity_inputs(config: ModelConfig, real_image: np.ndarray | None = None, size: int = 256,
                   seed: int = 0) -> list[np.ndarray]:
     """A random normalised tile and (optionally) a crop of a real image, stride-aligned."""
-    from segzoo.preprocessing import normalize
+    from segzoo.predict.preprocessing import normalize
 
     stride = config.preprocessing.pad_to_stride
     size = max(stride, size // stride * stride)
@@ -225,8 +221,7 @@ def export_onnx(source: str | os.PathLike, out: str | os.PathLike, *, opset: int
     from segzoo.model_io import load_model
 
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise SegzooError(f"{out}: exists; pass overwrite=True (--overwrite) to replace it")
+    refuse_overwrite(out, overwrite)
     model, config = load_model(source)
     batches = parity_inputs(config, real_image)
     expected = keras_outputs(model, batches)

@@ -7,14 +7,19 @@ file. zoo names and hf:// URIs fetch config.json with the ONNX file, so the same
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 from segzoo.architectures import list_architectures
 from segzoo.config import CONFIG_FILENAME, ONNX_FILENAMES, WEIGHTS_FILENAME, ModelConfig
 from segzoo.errors import ConfigError, SegzooError
-from segzoo.onnx_runtime import onnx_predictor
-from segzoo.predictor import Predictor
+from segzoo.predict.predictor import Predictor
+from segzoo.runtime.keras import keras_folder_runner
+from segzoo.runtime.onnx import onnx_runner
+from segzoo.runtime.onnx_format import read_segzoo_onnx
+
+log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "keras", "onnx")
 PRECISIONS = tuple(ONNX_FILENAMES)
@@ -33,14 +38,7 @@ def _pick_runtime(runtime: str, has_onnx: bool) -> str:
         raise SegzooError(f"unknown runtime {runtime!r}; valid runtimes: {', '.join(RUNTIMES)}")
     if runtime != "auto":
         return runtime
-    if has_onnx:
-        try:
-            import onnxruntime  # noqa: F401
-
-            return "onnx"
-        except ImportError:
-            pass
-    return "keras"
+    return "onnx" if has_onnx else "keras"
 
 
 def folder_config(folder: Path) -> ModelConfig | None:
@@ -71,21 +69,46 @@ def predictor_from_folder(folder: Path, runtime: str, precision: str = "fp32") -
         raise SegzooError(f"{folder}: no {CONFIG_FILENAME} for the Keras runtime")
     if not (folder / WEIGHTS_FILENAME).is_file():
         raise SegzooError(f"{folder}: no {WEIGHTS_FILENAME} for the Keras runtime")
-    require_keras("the Keras runtime")
-    return Predictor.from_folder(folder)
+    run, config = keras_folder_runner(folder)
+    return Predictor(run, config, runtime="keras")
 
 
-def require_keras(what: str) -> None:
-    """Raise a SegzooError naming the extra to install when Keras or its backend is missing.
+OUTPUT_SECTIONS = ("architecture", "architecture_kwargs", "preprocessing", "postprocessing", "inference",
+                   "resolution")  # config fields that change a prediction (not name, provenance)
 
-    Keras imports its configured backend (KERAS_BACKEND, TensorFlow by default), so the import
-    is the check: training on JAX or PyTorch needs no TensorFlow."""
-    try:
-        import keras  # noqa: F401
-    except ImportError as exc:
-        raise SegzooError(f"{what} needs Keras and its backend ({exc}): pip install 'segzoo[keras]' "
-                          "for TensorFlow, or set KERAS_BACKEND=jax/torch with that installed "
-                          "(or use the ONNX runtime, which needs neither)") from None
+
+def config_differences(first: ModelConfig, second: ModelConfig) -> list[str]:
+    """'field: first value != second value' for each OUTPUT_SECTIONS field (or subfield) that differs."""
+    a, b = first.to_dict(), second.to_dict()
+    differences = []
+    for section in OUTPUT_SECTIONS:
+        if isinstance(a[section], dict) and isinstance(b[section], dict):
+            for key in sorted(set(a[section]) | set(b[section])):
+                if a[section].get(key) != b[section].get(key):
+                    differences.append(f"{section}.{key}: {a[section].get(key)!r} != {b[section].get(key)!r}")
+        elif a[section] != b[section]:
+            differences.append(f"{section}: {a[section]!r} != {b[section]!r}")
+    return differences
+
+
+def onnx_predictor(path: str | os.PathLike, config: ModelConfig | None = None, *,
+                   config_source: str = "the given config") -> Predictor:
+    """A Predictor running the segzoo ONNX file `path` on onnxruntime.
+
+    `config` (a model folder's config.json, named by `config_source` in messages) is the
+    model's config when given; the config embedded in the file serves a bare .onnx file.
+    Where both exist and differ in a field that changes the output, a WARNING names both
+    and the fields, and `config` wins."""
+    path = Path(path)
+    data, embedded = read_segzoo_onnx(path)
+    if config is None:
+        config = embedded
+    else:
+        differences = config_differences(config, embedded)
+        if differences:
+            log.warning("%s and the config embedded in %s disagree (%s); using %s", config_source, path,
+                        "; ".join(differences), config_source)
+    return Predictor(onnx_runner(data), config, runtime="onnx")
 
 
 def load(source: str | os.PathLike, *, runtime: str = "auto", revision: str | None = None,

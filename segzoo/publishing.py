@@ -45,7 +45,7 @@ def validate_folder(folder: str | Path, *, load_weights: bool = True) -> dict:
     elif not (folder / WEIGHTS_FILENAME).is_file():
         raise SegzooError(f"{folder / WEIGHTS_FILENAME}: missing")
     if (folder / "model.onnx").is_file():
-        from segzoo.onnx_runtime import read_segzoo_onnx
+        from segzoo.runtime.onnx_format import read_segzoo_onnx
 
         read_segzoo_onnx(folder / "model.onnx")
     card_path = folder / CARD_FILENAME

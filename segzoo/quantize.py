@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 
 from segzoo.errors import SegzooError
-from segzoo.io.files import atomic_write_bytes
-from segzoo.onnx_runtime import INPUT_NAME, META_CONFIG, META_GRAPH_SHA, META_VERSION, graph_sha256, read_segzoo_onnx
+from segzoo.io.files import atomic_write_bytes, refuse_overwrite
+from segzoo.runtime.onnx_format import INPUT_NAME, META_CONFIG, META_VERSION, metadata, read_segzoo_onnx, sign
 
 
 def calibration_batches(folder: str | os.PathLike, config, *, patches: int = 32, size: int = 256, seed: int = 0):
     """Normalised random crops of the images in `folder` (a MoNuSeg layout or a flat folder)."""
     from segzoo.data.monuseg import discover_samples
     from segzoo.io.images import read_image
-    from segzoo.preprocessing import normalize
+    from segzoo.predict.preprocessing import normalize
 
     samples = discover_samples(folder, require_ground_truth=False)
     rng = np.random.default_rng(seed)
@@ -44,8 +44,7 @@ def quantize_int8(onnx_path: str | os.PathLike, out: str | os.PathLike, calibrat
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise SegzooError(f"{out}: exists; pass overwrite=True (--overwrite) to replace it")
+    refuse_overwrite(out, overwrite)
     data, config = read_segzoo_onnx(onnx_path)
     batches = calibration_batches(calibration, config, patches=patches)
 
@@ -64,10 +63,8 @@ def quantize_int8(onnx_path: str | os.PathLike, out: str | os.PathLike, calibrat
         quantize_static(str(pre), str(q), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         model = onnx.load(str(q))
-    del model.metadata_props[:]
-    meta = {p.key: p.value for p in onnx.load_model_from_string(data).metadata_props}
-    onnx.helper.set_model_props(model, {META_CONFIG: meta[META_CONFIG], META_VERSION: meta[META_VERSION],
-                                        META_GRAPH_SHA: graph_sha256(model), "segzoo_quantization": "int8-qdq-static"})
+    meta = metadata(onnx.load_model_from_string(data))
+    sign(model, meta[META_CONFIG], version=meta[META_VERSION], extra={"segzoo_quantization": "int8-qdq-static"})
     payload = model.SerializeToString()
     atomic_write_bytes(out, payload)
     return {"path": str(out), "bytes": len(payload)}

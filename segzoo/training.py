@@ -141,7 +141,8 @@ def _load_all(samples: list[Sample]):
 
 
 def _predict_probs(model, config: ModelConfig, images: list[np.ndarray], tta: bool) -> list[np.ndarray]:
-    from segzoo.inference import keras_runner, predict_probabilities
+    from segzoo.predict.tiling import predict_probabilities
+    from segzoo.runtime.keras import keras_runner
 
     run = keras_runner(model)
     return [predict_probabilities(run, im, config, tta=tta)[..., 0] for im in images]
@@ -365,7 +366,7 @@ def tune_postprocessing(folder: str | Path, data: str | Path) -> dict | None:
     instance labels (the config's provenance names them); stores it in config.json."""
     from segzoo.metrics import aggregated_jaccard_index
     from segzoo.model_io import load_model
-    from segzoo.postprocessing import probabilities_to_instances
+    from segzoo.predict.postprocessing import probabilities_to_instances
 
     folder = Path(folder)
     model, config = load_model(folder)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import tiny_kwargs
 
 import segzoo
 from segzoo.architectures import list_architectures, model_stride
 from segzoo.config import ModelConfig
 from segzoo.errors import ConfigError, UnknownNameError
 from segzoo.model_io import default_config, load_model, save_model
-
-from conftest import tiny_kwargs
 
 
 @pytest.mark.parametrize("name", list_architectures())

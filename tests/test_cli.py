@@ -303,7 +303,7 @@ def _local_model(batch):
     ({"batch_size": 0}, "batch_size must be an integer >= 1"), ({"batch_size": -1}, "batch_size"),
 ])
 def test_predict_probabilities_refuses_bad_tiling(kwargs, match):
-    from segzoo.inference import predict_probabilities
+    from segzoo.predict.tiling import predict_probabilities
 
     image = np.random.default_rng(0).integers(0, 256, (70, 50, 3), dtype=np.uint8)
     with pytest.raises(SegzooError, match=match):
@@ -311,7 +311,7 @@ def test_predict_probabilities_refuses_bad_tiling(kwargs, match):
 
 
 def test_none_means_the_config_default_and_valid_values_give_the_same_map():
-    from segzoo.inference import predict_probabilities, tiling_settings
+    from segzoo.predict.tiling import predict_probabilities, tiling_settings
 
     assert tiling_settings(_config()) == (32, 8, 3)
     assert tiling_settings(_config(), tile_size=64, overlap=0, batch_size=1) == (64, 0, 1)

@@ -59,7 +59,7 @@ def test_config_module_does_not_import_keras():
     import subprocess
     import sys
 
-    code = ("import sys, segzoo, segzoo.config, segzoo.inference, segzoo.postprocessing, segzoo.predictor;"
+    code = ("import sys, segzoo, segzoo.config, segzoo.predict.tiling, segzoo.predict.postprocessing, segzoo.predict.predictor;"
             "print('keras' in sys.modules or 'tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

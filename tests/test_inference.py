@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from segzoo.config import ModelConfig
-from segzoo.inference import predict_probabilities
+from segzoo.predict.tiling import predict_probabilities
 
 
 def _config(tile=32, overlap=8, stride=8) -> ModelConfig:
@@ -50,7 +50,7 @@ def test_tta_of_equivariant_model_is_identity():
 @pytest.mark.parametrize("length, tile, overlap", [(1000, 512, 64), (1000, 1024, 128), (5000, 1024, 128),
                                                    (33, 32, 8), (100, 32, 0)])
 def test_tile_starts_cover_with_overlap(length, tile, overlap):
-    from segzoo.inference import tile_starts
+    from segzoo.predict.tiling import tile_starts
 
     starts = tile_starts(length, tile, overlap)
     assert starts[0] == 0 and starts[-1] + tile >= length

@@ -18,7 +18,7 @@ from segzoo import zoo
 from segzoo.config import Postprocessing
 from segzoo.errors import ConfigError, SegzooError
 from segzoo.io.images import read_image, sample_image_path
-from segzoo.postprocessing import probabilities_to_instances
+from segzoo.predict.postprocessing import probabilities_to_instances
 
 NAME = "unet-monuseg"
 BUNDLED = Path(zoo.__file__).parent / "bundled" / NAME

@@ -86,7 +86,7 @@ class TestZooFolder:
     def test_onnx_is_a_verified_segzoo_export(self, folder):
         """Each ONNX file's graph matches its checksum and carries the folder's config.json:
         the same on everything the runtime uses, and (written by release.py) the same provenance."""
-        from segzoo.onnx_runtime import read_segzoo_onnx
+        from segzoo.runtime.onnx_format import read_segzoo_onnx
 
         folder_config = ModelConfig.load(folder).to_dict()
         for filename in _pinned_onnx(folder):
@@ -105,7 +105,7 @@ class TestZooFolder:
         from segzoo.export import parity_inputs
         from segzoo.io.images import read_image, sample_image_path
         from segzoo.model_io import load_model
-        from segzoo.onnx_runtime import onnx_runner
+        from segzoo.runtime.onnx import onnx_runner
 
         assert "model.onnx" in _pinned_onnx(folder)
         model, config = load_model(folder)

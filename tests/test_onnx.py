@@ -6,14 +6,13 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import tiny_kwargs
 
 import segzoo
 from segzoo.architectures import list_architectures
 from segzoo.errors import SegzooError
 from segzoo.model_io import default_config, save_model
-from segzoo.onnx_runtime import OnnxModelError, read_segzoo_onnx
-
-from conftest import tiny_kwargs
+from segzoo.runtime.onnx_format import OnnxModelError, read_segzoo_onnx
 
 
 def _folder(tmp_path, name, **extra):
@@ -211,7 +210,7 @@ def test_export_keeps_the_crop_of_other_up_convolutions(tmp_path):
     import keras
 
     from segzoo.export import check_parity, keras_to_onnx
-    from segzoo.preprocessing import normalize
+    from segzoo.predict.preprocessing import normalize
 
     inputs = keras.Input((None, None, 3))
     outputs = keras.layers.Conv2DTranspose(1, 3, strides=2, padding="same", activation="sigmoid")(inputs)
@@ -231,7 +230,7 @@ def test_dilated_same_convolutions_export_as_one_dilated_conv(kernel, rate):
     import keras
 
     from segzoo.export import check_parity, keras_to_onnx
-    from segzoo.preprocessing import normalize
+    from segzoo.predict.preprocessing import normalize
 
     inputs = keras.Input((None, None, 3))
     x = keras.layers.Conv2D(4, kernel, dilation_rate=rate, padding="same", activation="relu")(inputs)

@@ -11,10 +11,11 @@ from PIL import Image
 from segzoo.config import ModelConfig
 from segzoo.errors import ConfigError
 from segzoo.io.images import sample_image_path
-from segzoo.onnx_runtime import onnx_runner, read_segzoo_onnx
-from segzoo.postprocessing import NO_DATA_MIN_AREA, no_data_mask
-from segzoo.predictor import ModelOutputError, Prediction, Predictor
-from segzoo.preprocessing import fill_no_data
+from segzoo.predict.postprocessing import NO_DATA_MIN_AREA, no_data_mask
+from segzoo.predict.predictor import ModelOutputError, Prediction, Predictor
+from segzoo.predict.preprocessing import fill_no_data
+from segzoo.runtime.onnx import onnx_runner
+from segzoo.runtime.onnx_format import read_segzoo_onnx
 
 BUNDLED_INT8 = Path(__file__).resolve().parents[1] / "segzoo" / "bundled" / "unet-monuseg" / "model.int8.onnx"
 
@@ -263,3 +264,16 @@ def test_geojson_of_a_real_prediction_matches_its_nuclei(zoo_predictor, sample):
         assert row["bbox_y0"] - 0.5 <= y0 and y1 <= row["bbox_y1"] - 0.5
         if row["area"] > 30 and result.labels[round(row["centroid_y"]), round(row["centroid_x"])] == row["label"]:
             assert points_in_poly([[row["centroid_x"], row["centroid_y"]]], ring)[0]
+
+
+def test_nucleus_count_is_the_number_of_distinct_nonzero_labels():
+    """One count for Prediction.num_nuclei and evaluation: an image whose every pixel lies in a
+    nucleus has as many nuclei as labels (the old count subtracted a background it did not have)."""
+    from segzoo.predict.postprocessing import count_nuclei
+
+    full = np.array([[1, 1], [2, 3]], np.int32)
+    assert count_nuclei(full) == 3
+    assert count_nuclei(np.where(full == 2, 0, full)) == 2
+    assert count_nuclei(np.zeros((3, 3), np.int32)) == 0
+    image = np.zeros((2, 2, 3), np.uint8)
+    assert Prediction(prob=np.ones((2, 2), np.float32), mask=full > 0, labels=full, image=image).num_nuclei == 3

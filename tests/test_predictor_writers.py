@@ -108,8 +108,8 @@ def test_tiled_equals_whole_image_for_a_per_pixel_keras_model(predictor, shape):
     border (padded, their output cropped). Padding values themselves do not reach a per-pixel output."""
     import keras
 
-    from segzoo.inference import keras_runner
-    from segzoo.predictor import Predictor
+    from segzoo.predict.predictor import Predictor
+    from segzoo.runtime.keras import keras_runner
 
     keras.utils.set_random_seed(4)
     inputs = keras.Input((None, None, 3))
@@ -142,7 +142,7 @@ def test_batch_skips_bad_images(predictor, tmp_path):
 
 def test_watershed_splits_two_touching_discs():
     from segzoo.config import Postprocessing
-    from segzoo.postprocessing import mask_to_instances
+    from segzoo.predict.postprocessing import mask_to_instances
 
     yy, xx = np.mgrid[0:40, 0:60]
     mask = ((yy - 20) ** 2 + (xx - 20) ** 2 < 100) | ((yy - 20) ** 2 + (xx - 36) ** 2 < 100)
@@ -160,7 +160,7 @@ def test_watershed_strips_do_not_change_the_instances():
     including pairs of touching nuclei that cross a strip border; only pixels where the
     watershed breaks a tie may go to the other side of a split line."""
     from segzoo.config import Postprocessing
-    from segzoo.postprocessing import mask_to_instances
+    from segzoo.predict.postprocessing import mask_to_instances
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:300, 0:200]
@@ -182,7 +182,7 @@ def test_watershed_strips_do_not_change_the_instances():
 
 def test_mask_cleanup_fills_small_holes_and_drops_small_objects():
     from segzoo.config import Postprocessing
-    from segzoo.postprocessing import probabilities_to_mask
+    from segzoo.predict.postprocessing import probabilities_to_mask
 
     prob = np.zeros((30, 30), np.float32)
     prob[5:20, 5:20] = 0.9

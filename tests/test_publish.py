@@ -103,15 +103,14 @@ def test_release_embeds_an_edited_config_without_touching_the_graph(tmp_path):
     import onnx
 
     from segzoo.config import ModelConfig
-    from segzoo.onnx_runtime import OnnxModelError, graph_sha256, read_segzoo_onnx
+    from segzoo.runtime.onnx_format import OnnxModelError, embed_config, graph_sha256, read_segzoo_onnx
 
-    release = _release_script()
     source = CARDS[0] / "model.int8.onnx"
     path = tmp_path / "model.int8.onnx"
     shutil.copy(source, path)
     config = ModelConfig.load(CARDS[0])
     config.resolution.mpp, config.provenance = 0.5, {"note": "edited"}
-    release.embed_config(path, config)
+    embed_config(path, config)
     assert read_segzoo_onnx(path)[1] == config
     old, new = (onnx.load_model_from_string(p.read_bytes()) for p in (source, path))
     assert graph_sha256(old) == graph_sha256(new)
@@ -123,4 +122,4 @@ def test_release_embeds_an_edited_config_without_touching_the_graph(tmp_path):
     altered.graph.name = "changed"
     path.write_bytes(altered.SerializeToString())
     with pytest.raises(OnnxModelError, match="modified after export"):
-        release.embed_config(path, config)
+        embed_config(path, config)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from segzoo.errors import DataError, SegzooError
 from segzoo.io.images import sample_image_path
-from segzoo.predictor import Predictor
+from segzoo.predict.predictor import Predictor
 from segzoo.slides.base import ArraySlide
 from segzoo.slides.chunks import COLUMNS, Chunk, ChunkResult, Grid, chunk_nuclei, plan_chunks, predict_chunk
 from segzoo.slides.pipeline import predict_slide
@@ -26,7 +26,8 @@ BUNDLED_INT8 = Path(__file__).resolve().parents[1] / "segzoo" / "bundled" / "une
 @pytest.fixture(scope="module")
 def int8_predictor() -> Predictor:
     """The bundled int8 unet-monuseg on onnxruntime, with resolution.mpp 0.25 (MoNuSeg, 40x)."""
-    from segzoo.onnx_runtime import onnx_runner, read_segzoo_onnx
+    from segzoo.runtime.onnx import onnx_runner
+    from segzoo.runtime.onnx_format import read_segzoo_onnx
 
     data, config = read_segzoo_onnx(BUNDLED_INT8)
     config = copy.deepcopy(config)

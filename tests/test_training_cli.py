@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 
 from segzoo.cli import main as cli_main
-from segzoo.model_io import load_model
-from segzoo.training import main as train_main
-from segzoo.training import CHECKPOINT_DIR, split_train_val
 from segzoo.data.monuseg import discover_samples
+from segzoo.model_io import load_model
+from segzoo.training import CHECKPOINT_DIR, split_train_val
+from segzoo.training import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 

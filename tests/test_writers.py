@@ -233,7 +233,7 @@ def test_keep_selects_nuclei_before_tracing():
 
 
 def test_prediction_measures_once_and_geojson_reuses_it(monkeypatch):
-    from segzoo.predictor import Prediction
+    from segzoo.predict.predictor import Prediction
 
     labels = _blobs(seed=10)
     image = np.zeros(labels.shape + (3,), np.uint8)

@@ -12,7 +12,7 @@ import numpy as np
 
 from segzoo.config import Preprocessing
 from segzoo.data.augment import PatchSampler
-from segzoo.preprocessing import normalize
+from segzoo.predict.preprocessing import normalize
 
 
 def patch_batch(sampler: PatchSampler, batch_size: int, prep: Preprocessing, *, seed: int,

@@ -275,9 +275,9 @@ def predict_chunk(predictor, image: np.ndarray, *, tta: bool = False) -> np.ndar
     network (segzoo.preprocessing.fill_no_data) and given probability 0, then
     segzoo.inference.predict_probabilities with the predictor's runtime and config (network
     tiles blended inside the chunk)."""
-    from segzoo.inference import predict_probabilities
-    from segzoo.postprocessing import no_data_mask
-    from segzoo.preprocessing import fill_no_data
+    from segzoo.predict.postprocessing import no_data_mask
+    from segzoo.predict.preprocessing import fill_no_data
+    from segzoo.predict.tiling import predict_probabilities
 
     no_data = no_data_mask(image)
     has_no_data = bool(no_data.any())
@@ -302,7 +302,7 @@ def chunk_nuclei(image: np.ndarray, prob: np.ndarray, chunk: Chunk, grid: Grid, 
     centroid lies in the core (half-open), so each belongs to exactly one chunk. Floats are
     rounded as writers writes them (MEASUREMENT_ROUNDING, VERTEX_DECIMALS)."""
     from segzoo.io.measurements import MEASUREMENT_ROUNDING, VERTEX_DECIMALS, nucleus_table
-    from segzoo.postprocessing import probabilities_to_instances
+    from segzoo.predict.postprocessing import probabilities_to_instances
 
     _, labels = probabilities_to_instances(prob, post)
     rx0, ry0 = chunk.read[0], chunk.read[1]

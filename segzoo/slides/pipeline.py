@@ -204,7 +204,7 @@ def _stem(slide) -> str:
 def model_fingerprint(predictor) -> list[float]:
     """The model's probabilities at 64 points of a fixed 64x64 pseudo-random input: two models
     (weights, precision or runtime) that disagree here are not the same model for resuming."""
-    from segzoo.inference import predict_probabilities
+    from segzoo.predict.tiling import predict_probabilities
 
     rng = np.random.default_rng(20260101)
     image = rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)

@@ -1,6 +1,7 @@
-"""Probabilities -> binary mask -> nuclei instance labels (numpy/scipy/scikit-image).
+"""Probabilities -> binary mask -> nuclei instance labels (numpy/scipy/scikit-image), the
+no-data mask, and the nucleus count of a label image.
 
-Shared by evaluation and every runtime; does not import Keras.
+Shared by evaluation, training and every runtime; does not import Keras.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def no_data_mask(image: np.ndarray) -> np.ndarray:
     NO_DATA_MIN_AREA pixels are dropped. So a dark nucleus pixel, or a few saturated pixels
     in a lumen, are never no-data; slide and scan borders, tile padding and empty fields are.
     The predictor fills these regions with mirrored tissue before the network sees them
-    (segzoo.preprocessing.fill_no_data) and sets the nucleus probability to 0 there
+    (segzoo.predict.preprocessing.fill_no_data) and sets the nucleus probability to 0 there
     afterwards: no nucleus is found in nothing, and nuclei next to it are not suppressed.
     """
     image = np.asarray(image)
@@ -185,3 +186,11 @@ def probabilities_to_instances(prob: np.ndarray, post: Postprocessing) -> tuple[
         if small.any():
             labels[small[labels]] = 0
     return mask, labels
+
+
+def count_nuclei(labels: np.ndarray) -> int:
+    """The number of nuclei of an instance label image: distinct labels other than 0 (background)."""
+    labels = np.asarray(labels)
+    if not labels.any():
+        return 0
+    return int(np.count_nonzero(np.unique(labels)))

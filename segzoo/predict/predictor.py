@@ -1,10 +1,10 @@
 """The predictor: image in, nuclei probabilities, mask and instance labels out.
 
-Runtime-agnostic: it holds a BatchRunner (see segzoo.inference) and the model's
+Runtime-agnostic: it holds a BatchRunner (see segzoo.predict.tiling) and the model's
 ModelConfig, so every runtime pre- and post-processes identically. Every batch's
 output is checked to be one probability channel at the input's size (ModelOutputError
 otherwise), and no-data regions (black padding, pure white fill; see
-segzoo.postprocessing.no_data_mask) get probability 0, so no nucleus.
+segzoo.predict.postprocessing.no_data_mask) get probability 0, so no nucleus.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import numpy as np
 
 from segzoo.config import ModelConfig
 from segzoo.errors import SegzooError
-from segzoo.inference import BatchRunner, predict_probabilities
 from segzoo.io.images import ImageLike, list_images, read_image
-from segzoo.postprocessing import no_data_mask, probabilities_to_instances
-from segzoo.preprocessing import fill_no_data
+from segzoo.predict.postprocessing import count_nuclei, no_data_mask, probabilities_to_instances
+from segzoo.predict.preprocessing import fill_no_data
+from segzoo.predict.tiling import BatchRunner, predict_probabilities
 
 if TYPE_CHECKING:
     from segzoo.io.measurements import NucleusTable
@@ -79,7 +79,7 @@ class Prediction:
 
     @property
     def num_nuclei(self) -> int:
-        return int(len(np.unique(self.labels)) - 1) if self.labels.any() else 0
+        return count_nuclei(self.labels)
 
     def nuclei(self) -> NucleusTable:
         """segzoo.io.measurements.NucleusTable of every nucleus (measurements, and outlines simplified to
@@ -103,7 +103,8 @@ class Prediction:
 
 
 class Predictor:
-    """Predict nuclei with one model; build with segzoo.load() or Predictor.from_folder()."""
+    """Predict nuclei with one model: a runtime's BatchRunner and the model's config (segzoo.load()
+    builds one from a zoo name, an hf:// URI, a model folder or an .onnx file)."""
 
     def __init__(self, run_batch: BatchRunner, config: ModelConfig, runtime: str = "keras"):
         self.config = config
@@ -121,21 +122,12 @@ class Predictor:
             run_batch = run_batch.wrapped
         self._run_batch = CheckedRunner(run_batch, self.config.name or self.config.architecture)
 
-    @classmethod
-    def from_folder(cls, folder: str | os.PathLike) -> Predictor:
-        """Keras runtime from a model folder (config.json + model.weights.h5)."""
-        from segzoo.inference import keras_runner
-        from segzoo.model_io import load_model
-
-        model, config = load_model(folder)
-        return cls(keras_runner(model), config, runtime="keras")
-
     def predict(self, image: ImageLike, *, tta: bool = False, tile_size: int | None = None,
                 overlap: int | None = None, batch_size: int | None = None) -> Prediction:
         """Nuclei in one image (path, PIL image or HxWx3 array; see segzoo.io.images).
 
-        No-data regions (segzoo.postprocessing.no_data_mask: black padding, pure white fill)
-        are filled with mirrored tissue for the network (segzoo.preprocessing.fill_no_data)
+        No-data regions (segzoo.predict.postprocessing.no_data_mask: black padding, pure white fill)
+        are filled with mirrored tissue for the network (segzoo.predict.preprocessing.fill_no_data)
         and get prob 0, so no nucleus is found there; `image` stays the input as read."""
         rgb = read_image(image)
         no_data = no_data_mask(rgb)

@@ -1,8 +1,9 @@
-"""Whole-image prediction for any runtime: normalisation, stride padding,
-sliding-window tiles with cosine blending, optional D4 test-time augmentation.
+"""Whole-image probabilities for any runtime: normalisation, stride padding, sliding-window
+tiles with cosine blending, optional D4 test-time augmentation, and the checks of the tiling
+arguments.
 
-A runtime is any callable mapping a float32 batch (N, H, W, C) to
-probabilities (N, H, W, K); this module imports neither Keras nor onnxruntime.
+A runtime is any callable mapping a float32 batch (N, H, W, C) to probabilities (N, H, W, K)
+(a BatchRunner, see segzoo.runtime); this module imports neither Keras nor onnxruntime.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 
 from segzoo.config import ModelConfig
 from segzoo.errors import SegzooError
-from segzoo.preprocessing import normalize, pad_to_multiple
+from segzoo.predict.preprocessing import normalize, pad_to_multiple
 
 BatchRunner = Callable[[np.ndarray], np.ndarray]
 
@@ -157,11 +158,3 @@ def _run_tiles(run_batch: BatchRunner, image: np.ndarray, positions, tile: int, 
         out = run_with_tta(run_batch, batch, tta)
         yield from zip(chunk, out)
 
-
-def keras_runner(model) -> BatchRunner:
-    """A BatchRunner around a Keras model (inference mode, float32 numpy out)."""
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        return np.asarray(model(batch, training=False), dtype=np.float32)
-
-    return run
