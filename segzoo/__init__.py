@@ -8,14 +8,14 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from segzoo.architectures import list_architectures
 from segzoo.config import ModelConfig
 from segzoo.errors import ConfigError, DataError, SegzooError, UnknownNameError
+from segzoo.models.architectures import list_architectures
 
 
 def create_model(name: str, **kwargs):
     """Build an untrained Keras model of architecture `name` (see list_architectures())."""
-    from segzoo.architectures import create_model as _create
+    from segzoo.models.architectures import create_model as _create
 
     return _create(name, **kwargs)
 
@@ -38,14 +38,14 @@ def list_models() -> list[str]:
 
 def save_model(model, folder, config: ModelConfig, *, overwrite: bool = False):
     """Write `folder/config.json` + `folder/model.weights.h5` atomically."""
-    from segzoo.model_io import save_model as _save
+    from segzoo.models.folders import save_model as _save
 
     return _save(model, folder, config, overwrite=overwrite)
 
 
 def load_keras_model(folder):
     """Load a model folder; returns (keras_model, ModelConfig)."""
-    from segzoo.model_io import load_model as _load
+    from segzoo.models.folders import load_model as _load
 
     return _load(folder)
 

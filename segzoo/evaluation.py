@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
-        from segzoo.model_io import load_model
+        from segzoo.models.folders import load_model
         from segzoo.runtime.keras import keras_runner
 
         model, config = load_model(args.model)

@@ -121,7 +121,7 @@ def resize_for_bilinear_upsampling():
     """
     import tensorflow as tf
 
-    from segzoo.architectures.layers import BilinearUpsample
+    from segzoo.models.architectures.layers import BilinearUpsample
 
     def double(self, x):
         return tf.image.resize(x, tf.shape(x)[1:3] * 2, method="bilinear")
@@ -143,7 +143,7 @@ def resize_for_nearest_upsampling():
     """
     import tensorflow as tf
 
-    from segzoo.architectures import layers
+    from segzoo.models.architectures import layers
 
     def resize(x):
         return tf.raw_ops.ResizeNearestNeighbor(images=x, size=tf.shape(x)[1:3] * 2, align_corners=False,
@@ -218,7 +218,7 @@ def check_parity(keras_model, model_bytes: bytes, batches: list[np.ndarray], ato
 def export_onnx(source: str | os.PathLike, out: str | os.PathLike, *, opset: int = 17,
                 real_image: np.ndarray | None = None, overwrite: bool = False) -> dict:
     """Export a model folder to `out`; parity with Keras is checked before writing."""
-    from segzoo.model_io import load_model
+    from segzoo.models.folders import load_model
 
     out = Path(out)
     refuse_overwrite(out, overwrite)

@@ -11,9 +11,9 @@ import logging
 import os
 from pathlib import Path
 
-from segzoo.architectures import list_architectures
 from segzoo.config import CONFIG_FILENAME, ONNX_FILENAMES, WEIGHTS_FILENAME, ModelConfig
 from segzoo.errors import ConfigError, SegzooError
+from segzoo.models.architectures import list_architectures
 from segzoo.predict.predictor import Predictor
 from segzoo.runtime.keras import keras_folder_runner
 from segzoo.runtime.onnx import onnx_runner

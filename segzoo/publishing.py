@@ -39,7 +39,7 @@ def validate_folder(folder: str | Path, *, load_weights: bool = True) -> dict:
         raise SegzooError(f"{folder}: not a folder")
     config = ModelConfig.load(folder / CONFIG_FILENAME)
     if load_weights:
-        from segzoo.model_io import load_model
+        from segzoo.models.folders import load_model
 
         load_model(folder)
     elif not (folder / WEIGHTS_FILENAME).is_file():

@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> Path:
 
     from segzoo import __version__
     from segzoo.data.pipeline import make_dataset, patch_batches, stream_workers
-    from segzoo.model_io import default_config, save_model
+    from segzoo.models.folders import default_config, save_model
 
     out = Path(args.out)
     prepare_run_folder(out, resume=args.resume, overwrite=args.overwrite)
@@ -247,7 +247,7 @@ def run(args: argparse.Namespace) -> Path:
         model = keras.saving.load_model(ckpt)
         log.info("resumed from epoch %d (best validation Dice %.4f)", state["epoch"], state["best_dice"])
     else:
-        from segzoo.model_io import build_from_config
+        from segzoo.models.folders import build_from_config
 
         with dtype_policy(args.dtype_policy):  # the checkpoint keeps each layer's policy for --resume
             model = build_from_config(config)
@@ -337,7 +337,7 @@ def _initial_model(args: argparse.Namespace, arch_kwargs: dict):
     Refuses an --architecture or --arch-kwargs that disagree with the starting model."""
     if not args.init_from:
         return None, None
-    from segzoo.model_io import load_model
+    from segzoo.models.folders import load_model
 
     folder = _model_folder(args.init_from)
     if args.resume:  # the weights come from the run's checkpoint; only the config is needed
@@ -347,7 +347,7 @@ def _initial_model(args: argparse.Namespace, arch_kwargs: dict):
     if args.architecture and args.architecture != config.architecture:
         raise SegzooError(f"--init-from {args.init_from} is a {config.architecture!r} model, "
                           f"not {args.architecture!r}; drop -a or pick a matching model")
-    from segzoo.architectures import resolve_kwargs
+    from segzoo.models.architectures import resolve_kwargs
 
     resolved = resolve_kwargs(config.architecture, config.architecture_kwargs)
     clash = {k: v for k, v in arch_kwargs.items() if resolved.get(k) != v}
@@ -365,7 +365,7 @@ def tune_postprocessing(folder: str | Path, data: str | Path) -> dict | None:
     """Choose watershed_min_distance by mean AJI on the validation tiles that have XML
     instance labels (the config's provenance names them); stores it in config.json."""
     from segzoo.metrics import aggregated_jaccard_index
-    from segzoo.model_io import load_model
+    from segzoo.models.folders import load_model
     from segzoo.predict.postprocessing import probabilities_to_instances
 
     folder = Path(folder)
@@ -413,7 +413,7 @@ def _devices() -> str:
 
 def _choose_threshold(out: Path, val_images, val_masks, tta: bool) -> None:
     """Sweep thresholds on the validation split with the best weights; store the best."""
-    from segzoo.model_io import load_model
+    from segzoo.models.folders import load_model
 
     if not val_images:
         log.info("no validation split: keeping threshold 0.5")

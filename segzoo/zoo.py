@@ -2,7 +2,7 @@
 
 This registry holds weights, not code: each name maps to a Hugging Face Hub repo,
 a pinned revision and the sha256 of every file it needs (segzoo/zoo_registry.json,
-written by scripts/publish.py). Architectures live in segzoo.architectures.
+written by scripts/publish.py). Architectures live in segzoo.models.architectures.
 
 Resolution order for a zoo name: the Hub (through huggingface_hub, so HF_ENDPOINT,
 HF_HOME/HF_HUB_CACHE, HF_TOKEN and HF_HUB_OFFLINE behave as usual; a second load is

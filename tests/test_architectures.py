@@ -7,10 +7,10 @@ import pytest
 from conftest import tiny_kwargs
 
 import segzoo
-from segzoo.architectures import list_architectures, model_stride
 from segzoo.config import ModelConfig
 from segzoo.errors import ConfigError, UnknownNameError
-from segzoo.model_io import default_config, load_model, save_model
+from segzoo.models.architectures import list_architectures, model_stride
+from segzoo.models.folders import default_config, load_model, save_model
 
 
 @pytest.mark.parametrize("name", list_architectures())
@@ -115,7 +115,7 @@ def test_registry_has_the_three_papers():
 
 
 def test_segnet_unpooling_places_values_at_max_positions():
-    from segzoo.architectures.layers import MaxPoolingWithMask, MaxUnpoolingWithMask
+    from segzoo.models.architectures.layers import MaxPoolingWithMask, MaxUnpoolingWithMask
 
     x = np.array([[1, 5, 0, 2], [3, 2, 7, 1], [0, 0, 1, 1], [9, 0, 1, 4]], "float32")[None, :, :, None]
     pooled, mask = MaxPoolingWithMask()(x)
@@ -135,7 +135,7 @@ def test_deeplab_output_stride_16_and_rejects_others():
 def test_bilinear_upsample_is_repeated_exact_2x_bilinear(factor):
     import tensorflow as tf
 
-    from segzoo.architectures.layers import BilinearUpsample
+    from segzoo.models.architectures.layers import BilinearUpsample
 
     x = np.random.default_rng(factor).normal(size=(2, 5, 7, 3)).astype("float32")
     ours = np.asarray(BilinearUpsample(factor)(x))

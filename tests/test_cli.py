@@ -359,7 +359,7 @@ def tiny_model_folder(tmp_path_factory) -> Path:
     from conftest import tiny_kwargs
 
     import segzoo
-    from segzoo.model_io import default_config, save_model
+    from segzoo.models.folders import default_config, save_model
 
     keras.utils.set_random_seed(0)
     kwargs = tiny_kwargs("unet")
@@ -393,12 +393,12 @@ def test_export_cli_writes_a_loadable_onnx_and_checks_everything_first(tiny_mode
 
 
 def test_evaluate_out_a_file_is_refused_before_evaluating(tiny_model_folder, tmp_path, capsys, monkeypatch):
-    import segzoo.model_io
+    import segzoo.models.folders
 
     def never(*args, **kwargs):
         raise AssertionError("the model was loaded before --out was checked")
 
-    monkeypatch.setattr(segzoo.model_io, "load_model", never)
+    monkeypatch.setattr(segzoo.models.folders, "load_model", never)
     taken = tmp_path / "metrics"
     taken.write_text("x")
     for out in (taken, taken / "sub"):

@@ -37,7 +37,7 @@ def test_zoo_folders_exist():
 @pytest.mark.parametrize("folder", CARDS, ids=[p.name for p in CARDS])
 class TestZooFolder:
     def test_config_validates_and_weights_load(self, folder):
-        from segzoo.model_io import load_model
+        from segzoo.models.folders import load_model
 
         config = ModelConfig.load(folder)
         assert config.name == folder.name
@@ -104,7 +104,7 @@ class TestZooFolder:
 
         from segzoo.export import parity_inputs
         from segzoo.io.images import read_image, sample_image_path
-        from segzoo.model_io import load_model
+        from segzoo.models.folders import load_model
         from segzoo.runtime.onnx import onnx_runner
 
         assert "model.onnx" in _pinned_onnx(folder)

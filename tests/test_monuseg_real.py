@@ -76,7 +76,7 @@ def test_committed_metrics_are_reproduced(real_monuseg, folder, name):
     """Re-evaluating each zoo folder on the test set reproduces its metrics.json (and
     metrics_tta.json, with D4 test-time augmentation) to 1e-4."""
     from segzoo.evaluation import evaluate, metrics_stem
-    from segzoo.model_io import load_model
+    from segzoo.models.folders import load_model
     from segzoo.runtime.keras import keras_runner
 
     committed = json.loads((folder / name).read_text())

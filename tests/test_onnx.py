@@ -9,9 +9,9 @@ import pytest
 from conftest import tiny_kwargs
 
 import segzoo
-from segzoo.architectures import list_architectures
 from segzoo.errors import SegzooError
-from segzoo.model_io import default_config, save_model
+from segzoo.models.architectures import list_architectures
+from segzoo.models.folders import default_config, save_model
 from segzoo.runtime.onnx_format import OnnxModelError, read_segzoo_onnx
 
 
@@ -253,8 +253,8 @@ def test_bilinear_upsampling_exports_as_one_resize_per_2x_step(factor):
     linear) instead of run-time-shaped Tile/Expand/Reshape and grouped Convs."""
     import keras
 
-    from segzoo.architectures.layers import BilinearUpsample
     from segzoo.export import check_parity, keras_to_onnx
+    from segzoo.models.architectures.layers import BilinearUpsample
 
     inputs = keras.Input((None, None, 3))
     x = keras.layers.Conv2D(2, 1)(inputs)
@@ -275,9 +275,9 @@ def test_segnet_pooling_mask_and_unpooling_export_as_resize():
     instead of run-time-shaped Reshape/Tile, and the layers are unchanged after export."""
     import keras
 
-    from segzoo.architectures import layers
-    from segzoo.architectures.layers import MaxPoolingWithMask, MaxUnpoolingWithMask
     from segzoo.export import check_parity, keras_to_onnx
+    from segzoo.models.architectures import layers
+    from segzoo.models.architectures.layers import MaxPoolingWithMask, MaxUnpoolingWithMask
 
     inputs = keras.Input((None, None, 3))
     x = keras.layers.Conv2D(4, 1)(inputs)
@@ -290,7 +290,7 @@ def test_segnet_pooling_mask_and_unpooling_export_as_resize():
     # ReLU-free random input: ties inside a 2x2 window are improbable, so the mask is exact
     batch = np.random.default_rng(3).normal(size=(2, 6, 10, 3)).astype("float32")
     assert check_parity(model, proto.SerializeToString(), [batch]) <= 1e-5
-    assert layers.repeat_2x.__module__ == "segzoo.architectures.layers"  # restored after export
+    assert layers.repeat_2x.__module__ == "segzoo.models.architectures.layers"  # restored after export
 
 
 def test_export_converts_again_when_tf2onnx_gives_a_wrong_shape_and_gives_up_after_a_few(tmp_path, monkeypatch):

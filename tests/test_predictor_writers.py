@@ -67,7 +67,7 @@ def predictor(tmp_path_factory):
     import keras
 
     import segzoo
-    from segzoo.model_io import default_config, save_model
+    from segzoo.models.folders import default_config, save_model
 
     keras.utils.set_random_seed(0)
     kwargs = {"depth": 2, "base_filters": 4, "dropout": 0.0}

@@ -14,7 +14,7 @@ from PIL import Image
 
 from segzoo.cli import main as cli_main
 from segzoo.data.monuseg import discover_samples
-from segzoo.model_io import load_model
+from segzoo.models.folders import load_model
 from segzoo.training import CHECKPOINT_DIR, split_train_val
 from segzoo.training import main as train_main
 
@@ -187,7 +187,7 @@ def test_save_and_load_keras_model(tmp_path):
 
     import segzoo
     from segzoo.errors import ConfigError, SegzooError
-    from segzoo.model_io import default_config
+    from segzoo.models.folders import default_config
     from segzoo.zoo import sha256_of
 
     kwargs = {"depth": 2, "base_filters": 4, "dropout": 0.0}

@@ -41,7 +41,7 @@ def keras_folder_runner(folder: str | os.PathLike) -> tuple[Callable[[np.ndarray
     """(runner, config) of a Keras model folder (config.json + model.weights.h5, built by
     segzoo.models); a SegzooError naming the extra when Keras is not installed."""
     require_keras("the Keras runtime")
-    from segzoo.model_io import load_model
+    from segzoo.models.folders import load_model
 
     model, config = load_model(folder)
     return keras_runner(model), config

@@ -16,8 +16,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from segzoo.architectures.blocks import conv_bn, conv_bn_relu, image_input
-from segzoo.architectures.layers import BilinearUpsample, BroadcastToSpatial
+from segzoo.models.architectures.blocks import class_scores, conv_bn, conv_bn_relu, image_input, probabilities
+from segzoo.models.architectures.layers import BilinearUpsample, BroadcastToSpatial
 
 PAPER = ("Chen, Papandreou, Schroff, Adam. Rethinking Atrous Convolution for Semantic "
          "Image Segmentation. arXiv:1706.05587 (2017); decoder: arXiv:1802.02611")
@@ -105,8 +105,6 @@ def build(*, in_channels: int, num_classes: int, output_stride: int, backbone_fi
             x = conv_bn_relu(x, max(aspp_filters // 2, 8), name="decoder2_b")
     # Class scores at low resolution, then bilinear upsampling of the scores to
     # the input size (as in the paper): cheaper than upsampling features.
-    logits = layers.Conv2D(num_classes, 1, padding="same", dtype="float32", name="logits")(x)
+    logits = class_scores(x, num_classes)
     logits = BilinearUpsample(decoder_stride if decoder else output_stride, dtype="float32", name="final_up")(logits)
-    activation = "sigmoid" if num_classes == 1 else "softmax"
-    outputs = layers.Activation(activation, dtype="float32", name="probabilities")(logits)
-    return keras.Model(inputs, outputs, name="deeplabv3")
+    return keras.Model(inputs, probabilities(logits, num_classes), name="deeplabv3")

@@ -19,9 +19,9 @@ from typing import Any
 from segzoo.errors import ConfigError, UnknownNameError
 
 _ARCHITECTURES: dict[str, str] = {
-    "unet": "segzoo.architectures.unet",
-    "segnet": "segzoo.architectures.segnet",
-    "deeplabv3": "segzoo.architectures.deeplabv3",
+    "unet": "segzoo.models.architectures.unet",
+    "segnet": "segzoo.models.architectures.segnet",
+    "deeplabv3": "segzoo.models.architectures.deeplabv3",
 }
 
 

@@ -26,17 +26,24 @@ def conv_bn_relu(x, filters: int, *, kernel_size: int = 3, strides: int = 1,
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
-def segmentation_head(x, num_classes: int):
-    """1x1 conv to class scores and the matching activation (sigmoid for one class).
-
-    Models output probabilities (tensor name "probabilities") so Keras and ONNX
-    runtimes post-process the same numbers.
-    """
+def class_scores(x, num_classes: int):
+    """1x1 conv to class scores (the layer "logits", float32 under any dtype policy)."""
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    logits = layers.Conv2D(num_classes, 1, padding="same", dtype="float32", name="logits")(x)
+    return layers.Conv2D(num_classes, 1, padding="same", dtype="float32", name="logits")(x)
+
+
+def probabilities(scores, num_classes: int):
+    """The activation that turns class scores into the model's output "probabilities": sigmoid
+    for one class, softmax over several. Models output probabilities so Keras and ONNX runtimes
+    post-process the same numbers."""
     activation = "sigmoid" if num_classes == 1 else "softmax"
-    return layers.Activation(activation, dtype="float32", name="probabilities")(logits)
+    return layers.Activation(activation, dtype="float32", name="probabilities")(scores)
+
+
+def segmentation_head(x, num_classes: int):
+    """class_scores then probabilities: the head of a model whose features are at full resolution."""
+    return probabilities(class_scores(x, num_classes), num_classes)
 
 
 def image_input(in_channels: int):

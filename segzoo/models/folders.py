@@ -7,9 +7,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from segzoo.architectures import create_model, model_stride
 from segzoo.config import CONFIG_FILENAME, WEIGHTS_FILENAME, ModelConfig
 from segzoo.errors import ConfigError, SegzooError
+from segzoo.models.architectures import create_model, model_stride
 
 
 def build_from_config(config: ModelConfig):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from segzoo.architectures.blocks import conv_bn, conv_bn_relu, image_input, segmentation_head
+from segzoo.models.architectures.blocks import conv_bn, conv_bn_relu, image_input, segmentation_head
 
 PAPER = "Ronneberger, Fischer, Brox. U-Net. MICCAI 2015. arXiv:1505.04597"
 

@@ -2,7 +2,7 @@
 
 A VGG-style encoder whose max-pooling positions are reused by the decoder to
 upsample (true SegNet unpooling, in the index-free mask form; see
-segzoo.architectures.layers). Width and number of stages are configurable so
+segzoo.models.architectures.layers). Width and number of stages are configurable so
 that it trains from scratch on a CPU; the paper's model is 5 stages of 64-512.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import keras
 
-from segzoo.architectures.blocks import conv_bn_relu, image_input, segmentation_head
-from segzoo.architectures.layers import MaxPoolingWithMask, MaxUnpoolingWithMask
+from segzoo.models.architectures.blocks import conv_bn_relu, image_input, segmentation_head
+from segzoo.models.architectures.layers import MaxPoolingWithMask, MaxUnpoolingWithMask
 
 PAPER = "Badrinarayanan, Kendall, Cipolla. SegNet. IEEE TPAMI 2017. arXiv:1511.00561"
 
