@@ -78,7 +78,9 @@ class FailedChunk:
 @dataclass
 class SlideSummary:
     """What predict_slide did. tissue_mpx: megapixels (at the working resolution) of the chunk
-    cores planned, i.e. the tissue area processed; chunks_resumed: chunks found finished."""
+    cores planned, i.e. the tissue area processed; chunks_resumed: chunks found finished;
+    error: why the slide has no outputs (None when it has them; see SlideSummary.failure).
+    status: 'ok', 'partial' (some chunks unreadable, listed in failed) or 'error'."""
 
     slide: str
     outputs: dict[str, Path]
@@ -87,21 +89,34 @@ class SlideSummary:
     seconds: float
     chunks: int
     chunks_resumed: int
-    level: int
-    scale: float
+    level: int | None
+    scale: float | None
     mpp: float | None
     failed: list[FailedChunk] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @classmethod
+    def failure(cls, slide: str, error: str, seconds: float = 0.0, tissue_mpx: float = 0.0,
+                chunks: int = 0, chunks_resumed: int = 0) -> SlideSummary:
+        """The summary of a slide that got no outputs (unreadable, no resolution, a failed task...)."""
+        return cls(slide=slide, outputs={}, nuclei=0, tissue_mpx=tissue_mpx, seconds=seconds, chunks=chunks,
+                   chunks_resumed=chunks_resumed, level=None, scale=None, mpp=None, error=error)
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and self.error is None
+
+    @property
+    def status(self) -> str:
+        return "error" if self.error is not None else "partial" if self.failed else "ok"
 
     def to_dict(self) -> dict:
         return {"slide": self.slide, "outputs": {k: str(v) for k, v in self.outputs.items()}, "nuclei": self.nuclei,
                 "tissue_mpx": round(self.tissue_mpx, 3), "seconds": round(self.seconds, 2), "chunks": self.chunks,
                 "chunks_resumed": self.chunks_resumed, "level": self.level, "scale": self.scale, "mpp": self.mpp,
-                "failed": [f.to_dict() for f in self.failed], "notes": self.notes}
+                "failed": [f.to_dict() for f in self.failed], "notes": self.notes, "status": self.status,
+                "error": self.error}
 
 
 @dataclass
@@ -188,8 +203,11 @@ def _slide_name(slide) -> str:
 
 def _stem(slide) -> str:
     path = getattr(slide, "path", None)
-    if path is None:
-        return "slide"
+    return "slide" if path is None else output_stem(path)
+
+
+def output_stem(path: str | os.PathLike) -> str:
+    """The output file stem of a slide file: its name without the suffix (.ome.tif(f) as one)."""
     name = Path(path).name
     for suffix in (".ome.tiff", ".ome.tif"):
         if name.lower().endswith(suffix):
@@ -210,6 +228,11 @@ def model_fingerprint(predictor) -> list[float]:
     image = rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
     prob = predict_probabilities(predictor.run_batch, image, predictor.config)[4::8, 4::8, 0]
     return [round(float(v), 6) for v in prob.ravel()]
+
+
+def fingerprints_differ(a: list[float], b: list[float], tolerance: float = 1e-3) -> bool:
+    """Whether two model_fingerprint values come from different models (any point off by > tolerance)."""
+    return len(a) != len(b) or max((abs(x - y) for x, y in zip(a, b)), default=0.0) > tolerance
 
 
 def _slide_identity(slide) -> dict:
@@ -240,7 +263,7 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
         a, b = old.get(key), new.get(key)
         name = f"{prefix}{key}"
         if name == "model.fingerprint" and isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-            if max((abs(x - y) for x, y in zip(a, b)), default=0.0) > 1e-3:
+            if fingerprints_differ(a, b):
                 out.append("model weights (its outputs differ)")
         elif isinstance(a, dict) and isinstance(b, dict):
             out.extend(_differences(a, b, f"{name}."))
