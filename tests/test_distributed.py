@@ -103,7 +103,7 @@ def test_a_slide_and_a_folder_on_the_cluster_equal_the_single_process_run(slides
     from dask.system import CPU_COUNT
 
     def models_loaded():  # runs in each worker process: what its model cache holds
-        from segzoo.slides.distributed import _models
+        from segzoo.slides.worker import _models
 
         return [(key, predictor.run_batch.session.get_session_options().intra_op_num_threads)
                 for key, (predictor, _) in _models.items()]
@@ -194,8 +194,8 @@ def test_failing_tasks_fail_their_slide_with_the_workers_error(slides, predictor
 
 
 def test_a_worker_with_another_model_is_refused(predictor):
-    from segzoo.slides.distributed import worker_predictor
     from segzoo.slides.pipeline import model_fingerprint
+    from segzoo.slides.worker import worker_predictor
 
     key = (MODEL, "int8", "auto")
     assert worker_predictor(key, model_fingerprint(predictor)) is worker_predictor(key)  # loaded once, kept

@@ -1,21 +1,19 @@
-"""Whole-slide prediction on a dask.distributed cluster: every chunk of every slide is a task.
+"""Whole-slide prediction on a dask.distributed cluster, the client side: every chunk of every
+slide is a task (segzoo.slides.worker.chunk_task).
 
-Called through segzoo.slides.batch.predict_slides(..., client= | workers=); the only module of
-segzoo that imports dask and distributed (the extra `segzoo[dask]`).
+Called through segzoo.slides.batch.predict_slides(..., client= | workers=); with
+segzoo.slides.worker the only modules of segzoo that import dask and distributed (the extra
+`segzoo[dask]`).
 
 The client plans each slide (segzoo.slides.pipeline.prepare_slide: resolution, tissue mask,
 chunk plan, work folder and resume check) and submits one task per pending chunk, the chunks
-of many slides together so the cluster stays busy, keeping about two tasks per worker thread
-in flight (slides are planned as the cluster needs work). A task carries plain data: the
-model *source* (zoo name, hf:// URI or folder path, with precision and runtime), the slide's
-path, the Grid and Chunk. On the worker it loads the model once per process (a cache keyed
-by source, precision and runtime; its outputs are checked against the client's model
-fingerprint) and keeps the slides it reads open (a small cache), runs
-segzoo.slides.chunks.run_chunk and saves the ChunkResult to the slide's work folder
-atomically; it returns only the nucleus count (or the unreadable region's error). When all
-chunks of a slide are done, a client thread streams the chunk files into the outputs
-(finish_slide), so neither the client nor a worker holds a slide's nuclei at once, and the
-outputs are byte-identical to a single-process run.
+of many slides together so the cluster stays busy, keeping about TASKS_PER_THREAD tasks per
+worker thread in flight (slides are planned as the cluster needs work). A task carries the
+model *source* string, the slide's path, its Grid and Chunk; the worker loads the model once
+per process, runs the chunk and saves its ChunkResult to the slide's work folder, returning
+only the nucleus count. When all chunks of a slide are done, a client thread streams the
+chunk files into the outputs (finish_slide), so neither the client nor a worker holds a
+slide's nuclei at once, and the outputs are byte-identical to a single-process run.
 
 Shared file system: the slides, the out folder and a model given as a folder must be visible
 to the client and every worker at the same absolute paths (the client checks that each chunk
@@ -29,13 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import resource
-import sys
-import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -45,169 +38,20 @@ import distributed
 
 from segzoo.errors import DataError, SegzooError
 from segzoo.slides.batch import RunProgress, failure_message
-from segzoo.slides.chunks import Chunk, Grid, run_chunk
+from segzoo.slides.chunks import Chunk
 from segzoo.slides.pipeline import FailedChunk, SlideJob, failed_chunk, finish_slide, prepare_slide
+from segzoo.slides.worker import ChunkOutcome, ModelKey, chunk_task, peak_rss
 
 log = logging.getLogger(__name__)
 
-ModelKey = tuple[str, str, str]  # (source, precision, runtime): what a worker passes to segzoo.load
 TASKS_PER_THREAD = 2     # tasks kept in flight per worker thread
 MIN_IN_FLIGHT = 4
 NTHREADS_REFRESH_S = 5.0  # how often the client re-reads the cluster's size (it may scale)
-OPEN_SLIDES = 4           # slides kept open per worker process
-
-
-# ---------------------------------------------------------------------------------------------
-# worker side
-
-
-@dataclass(frozen=True)
-class ChunkOutcome:
-    """What a chunk task returns: nuclei saved (None when the region could not be read, then
-    `error` says why), the task's seconds and the worker's address."""
-
-    nuclei: int | None
-    error: str | None
-    seconds: float
-    worker: str
-
-
-_models: dict[tuple[ModelKey, int | None], tuple[object, list[float]]] = {}
-_models_lock = threading.Lock()
-
-
-def _worker_address() -> str:
-    try:
-        return distributed.get_worker().address
-    except ValueError:  # not inside a worker (a test calling the task directly)
-        return f"pid {os.getpid()}"
-
-
-def onnx_threads(host_threads: dict[str, int] | None) -> int | None:
-    """Intra-op threads for this worker's onnxruntime sessions: the host's CPUs shared among the
-    task threads of the workers on it (host_threads: worker address -> task threads of its
-    host), so N single-threaded workers on N cores do not run N x N threads. None (the
-    onnxruntime default, every core) outside a worker or for a worker the client did not list."""
-    from dask.system import CPU_COUNT
-
-    address = _worker_address()
-    if not host_threads or address not in host_threads:
-        return None
-    return max(1, CPU_COUNT // max(host_threads[address], 1))
-
-
-def _set_onnx_threads(predictor, threads: int) -> None:
-    """Rebuild an onnxruntime predictor's session with `threads` intra-op threads (the same
-    model bytes and options); other runtimes are left as they are."""
-    session = getattr(predictor.run_batch, "session", None)
-    data = getattr(session, "_model_bytes", None)  # onnxruntime keeps the bytes a session was built from
-    if predictor.runtime != "onnx" or not isinstance(data, bytes):
-        log.debug("%r: cannot set its onnxruntime threads; using its own", predictor)
-        return
-    import numpy as np
-    import onnxruntime as ort
-
-    options = session.get_session_options()
-    options.intra_op_num_threads = threads
-    rebuilt = ort.InferenceSession(data, sess_options=options, providers=session.get_providers())
-    input_name, output_name = rebuilt.get_inputs()[0].name, rebuilt.get_outputs()[0].name
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        return rebuilt.run([output_name], {input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
-
-    run.session = rebuilt  # type: ignore[attr-defined]
-    predictor.run_batch = run
-
-
-def worker_predictor(model: ModelKey, fingerprint: list[float] | None = None,
-                     host_threads: dict[str, int] | None = None):
-    """This process's Predictor for `model`, loaded on first use and kept (one per key), its
-    onnxruntime sessions with onnx_threads(host_threads) threads. SegzooError when its outputs
-    differ from `fingerprint` (the client's model_fingerprint): the worker sees other model
-    files than the client."""
-    from segzoo.slides.pipeline import fingerprints_differ, model_fingerprint
-
-    threads = onnx_threads(host_threads)
-    with _models_lock:
-        entry = _models.get((model, threads))
-        if entry is None:
-            import segzoo
-
-            source, precision, runtime = model
-            start = time.perf_counter()
-            predictor = segzoo.load(source, precision=precision, runtime=runtime)
-            if threads is not None:
-                _set_onnx_threads(predictor, threads)
-            entry = _models[model, threads] = (predictor, model_fingerprint(predictor))
-            log.info("worker %s loaded %s (%s, %s) in %.1f s", _worker_address(), source, precision, runtime,
-                     time.perf_counter() - start)
-    predictor, own = entry
-    if fingerprint is not None and fingerprints_differ(own, fingerprint):
-        raise SegzooError(f"worker {_worker_address()}: the model {model[0]!r} ({model[1]}, {model[2]}) loaded there "
-                          "gives other outputs than the client's; every worker must load the same model files")
-    return predictor
-
-
-class _OpenSlides:
-    """Slides open in this process, by path: the most recently used OPEN_SLIDES stay open
-    (a slide in use by a task is never closed under it)."""
-
-    def __init__(self, size: int = OPEN_SLIDES):
-        self.size = size
-        self.lock = threading.Lock()
-        self.slides: OrderedDict[str, list] = OrderedDict()  # path -> [slide, tasks using it]
-
-    @contextlib.contextmanager
-    def use(self, path: str):
-        from segzoo.slides.reader import open_slide
-
-        with self.lock:
-            entry = self.slides.get(path)
-            if entry is None:
-                entry = self.slides[path] = [open_slide(path), 0]
-            self.slides.move_to_end(path)
-            entry[1] += 1
-        try:
-            yield entry[0]
-        finally:
-            with self.lock:
-                entry[1] -= 1
-                for key in [k for k, (_, users) in self.slides.items() if users == 0][:max(len(self.slides) - self.size, 0)]:
-                    self.slides.pop(key)[0].close()
-
-
-_open_slides = _OpenSlides()
-
-
-def chunk_task(model: ModelKey, fingerprint: list[float] | None, host_threads: dict[str, int] | None, source: str,
-               grid: Grid, chunk: Chunk, tta: bool, path: str) -> ChunkOutcome:
-    """Run one chunk on this worker and save its ChunkResult to `path` (atomic); returns a
-    ChunkOutcome. A region that cannot be read (DataError from the read) is returned as the
-    outcome's error; anything else raises (the task fails and is retried). model,
-    fingerprint, host_threads: see worker_predictor."""
-    start = time.perf_counter()
-    predictor = worker_predictor(model, fingerprint, host_threads)
-    with _open_slides.use(source) as slide:
-        try:
-            result = run_chunk(predictor, slide, grid, chunk, tta=tta)
-        except DataError as err:
-            return ChunkOutcome(None, str(err), time.perf_counter() - start, _worker_address())
-    result.save(path)
-    return ChunkOutcome(result.count, None, time.perf_counter() - start, _worker_address())
-
-
-def _peak_rss() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)  # macOS: bytes, Linux: KiB
 
 
 def worker_peak_rss(client: distributed.Client) -> dict[str, int]:
     """Peak resident memory (bytes) of each worker process so far: worker address -> bytes."""
-    return client.run(_peak_rss)
-
-
-# ---------------------------------------------------------------------------------------------
-# client side
+    return client.run(peak_rss)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,174 @@
+"""The worker side of slides on a dask.distributed cluster (segzoo.slides.distributed): the
+chunk task, and the model and open slides each worker process keeps between tasks.
+
+A task (chunk_task) carries plain data: the model *source* (a zoo name, hf:// URI or folder
+path, with precision and runtime: a ModelKey), the slide's path, its Grid and Chunk, and the
+chunk file's path. The worker loads the model on its first task and keeps it (worker_predictor:
+one per ModelKey and thread count, checked against the client's model fingerprint), keeps the
+last OPEN_SLIDES slides it read open, runs segzoo.slides.chunks.run_chunk and saves the
+ChunkResult atomically; it returns a ChunkOutcome (the nucleus count, or the unreadable
+region's error). distributed is imported only when running inside a worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import resource
+import sys
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from segzoo.errors import DataError, SegzooError
+from segzoo.slides.chunks import Chunk, Grid, run_chunk
+
+log = logging.getLogger(__name__)
+
+ModelKey = tuple[str, str, str]  # (source, precision, runtime): what a worker passes to segzoo.load
+OPEN_SLIDES = 4  # slides kept open per worker process
+
+
+@dataclass(frozen=True)
+class ChunkOutcome:
+    """What a chunk task returns: nuclei saved (None when the region could not be read, then
+    `error` says why), the task's seconds and the worker's address."""
+
+    nuclei: int | None
+    error: str | None
+    seconds: float
+    worker: str
+
+
+_models: dict[tuple[ModelKey, int | None], tuple[object, list[float]]] = {}
+_models_lock = threading.Lock()
+
+
+def _worker_address() -> str:
+    try:
+        import distributed
+
+        return distributed.get_worker().address
+    except (ImportError, ValueError):  # not inside a worker (a test calling the task directly)
+        return f"pid {os.getpid()}"
+
+
+def onnx_threads(host_threads: dict[str, int] | None) -> int | None:
+    """Intra-op threads for this worker's onnxruntime sessions: the host's CPUs shared among the
+    task threads of the workers on it (host_threads: worker address -> task threads of its
+    host), so N single-threaded workers on N cores do not run N x N threads. None (the
+    onnxruntime default, every core) outside a worker or for a worker the client did not list."""
+    address = _worker_address()
+    if not host_threads or address not in host_threads:
+        return None
+    from dask.system import CPU_COUNT  # the CPUs this process may use (affinity, cgroup quota)
+
+    return max(1, CPU_COUNT // max(host_threads[address], 1))
+
+
+def _set_onnx_threads(predictor, threads: int) -> None:
+    """Rebuild an onnxruntime predictor's session with `threads` intra-op threads (the same
+    model bytes and options); other runtimes are left as they are."""
+    session = getattr(predictor.run_batch, "session", None)
+    data = getattr(session, "_model_bytes", None)  # onnxruntime keeps the bytes a session was built from
+    if predictor.runtime != "onnx" or not isinstance(data, bytes):
+        log.debug("%r: cannot set its onnxruntime threads; using its own", predictor)
+        return
+    import numpy as np
+    import onnxruntime as ort
+
+    options = session.get_session_options()
+    options.intra_op_num_threads = threads
+    rebuilt = ort.InferenceSession(data, sess_options=options, providers=session.get_providers())
+    input_name, output_name = rebuilt.get_inputs()[0].name, rebuilt.get_outputs()[0].name
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return rebuilt.run([output_name], {input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+    run.session = rebuilt  # type: ignore[attr-defined]
+    predictor.run_batch = run
+
+
+def worker_predictor(model: ModelKey, fingerprint: list[float] | None = None,
+                     host_threads: dict[str, int] | None = None):
+    """This process's Predictor for `model`, loaded on first use and kept (one per key), its
+    onnxruntime sessions with onnx_threads(host_threads) threads. SegzooError when its outputs
+    differ from `fingerprint` (the client's model_fingerprint): the worker sees other model
+    files than the client."""
+    from segzoo.slides.pipeline import fingerprints_differ, model_fingerprint
+
+    threads = onnx_threads(host_threads)
+    with _models_lock:
+        entry = _models.get((model, threads))
+        if entry is None:
+            import segzoo
+
+            source, precision, runtime = model
+            start = time.perf_counter()
+            predictor = segzoo.load(source, precision=precision, runtime=runtime)
+            if threads is not None:
+                _set_onnx_threads(predictor, threads)
+            entry = _models[model, threads] = (predictor, model_fingerprint(predictor))
+            log.info("worker %s loaded %s (%s, %s) in %.1f s", _worker_address(), source, precision, runtime,
+                     time.perf_counter() - start)
+    predictor, own = entry
+    if fingerprint is not None and fingerprints_differ(own, fingerprint):
+        raise SegzooError(f"worker {_worker_address()}: the model {model[0]!r} ({model[1]}, {model[2]}) loaded there "
+                          "gives other outputs than the client's; every worker must load the same model files")
+    return predictor
+
+
+class _OpenSlides:
+    """Slides open in this process, by path: the most recently used OPEN_SLIDES stay open
+    (a slide in use by a task is never closed under it)."""
+
+    def __init__(self, size: int = OPEN_SLIDES):
+        self.size = size
+        self.lock = threading.Lock()
+        self.slides: OrderedDict[str, list] = OrderedDict()  # path -> [slide, tasks using it]
+
+    @contextlib.contextmanager
+    def use(self, path: str):
+        from segzoo.slides.reader import open_slide
+
+        with self.lock:
+            entry = self.slides.get(path)
+            if entry is None:
+                entry = self.slides[path] = [open_slide(path), 0]
+            self.slides.move_to_end(path)
+            entry[1] += 1
+        try:
+            yield entry[0]
+        finally:
+            with self.lock:
+                entry[1] -= 1
+                for key in [k for k, (_, users) in self.slides.items() if users == 0][:max(len(self.slides) - self.size, 0)]:
+                    self.slides.pop(key)[0].close()
+
+
+_open_slides = _OpenSlides()
+
+
+def chunk_task(model: ModelKey, fingerprint: list[float] | None, host_threads: dict[str, int] | None, source: str,
+               grid: Grid, chunk: Chunk, tta: bool, path: str) -> ChunkOutcome:
+    """Run one chunk on this worker and save its ChunkResult to `path` (atomic); returns a
+    ChunkOutcome. A region that cannot be read (DataError from the read) is returned as the
+    outcome's error; anything else raises (the task fails and is retried). model,
+    fingerprint, host_threads: see worker_predictor."""
+    start = time.perf_counter()
+    predictor = worker_predictor(model, fingerprint, host_threads)
+    with _open_slides.use(source) as slide:
+        try:
+            result = run_chunk(predictor, slide, grid, chunk, tta=tta)
+        except DataError as err:
+            return ChunkOutcome(None, str(err), time.perf_counter() - start, _worker_address())
+    result.save(path)
+    return ChunkOutcome(result.count, None, time.perf_counter() - start, _worker_address())
+
+
+def peak_rss() -> int:
+    """Peak resident memory of this process so far, in bytes."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # macOS: bytes, Linux: KiB
