@@ -3,7 +3,7 @@
 
 import sys
 
-from segzoo.publishing import main
+from segzoo.zoo.publishing import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -62,6 +62,8 @@ def main(argv=None) -> int:
     from segzoo.config import Inference, ModelConfig
     from segzoo.provenance import environment, portable_command
     from segzoo.runtime.onnx_format import embed_config
+    from segzoo.zoo.cards import write_card
+    from segzoo.zoo.publishing import pin_release
 
     dest = ROOT / "model_cards" / args.name
     run = lambda *cmd: subprocess.run([sys.executable, *map(str, cmd)], check=True)  # noqa: E731
@@ -104,8 +106,8 @@ def main(argv=None) -> int:
         run(ROOT / "scripts" / "evaluate.py", dest, "--data", args.data / "test", "--tta")  # metrics_tta.json
     if not args.config_only:
         _export_onnx_files(dest, args.data)
-    run(ROOT / "scripts" / "make_model_card.py", dest)
-    _pin(dest, args.name, args.repo_id, config.architecture)
+    write_card(dest)
+    pin_release(dest, args.name, architecture=config.architecture, repo_id=args.repo_id)
     print(f"released {dest}")
     return 0
 
@@ -135,26 +137,6 @@ def _export_onnx_files(dest: Path, data: Path) -> None:
     else:
         (dest / ".int8.tmp.onnx").unlink()
         (dest / "model.int8.onnx").unlink(missing_ok=True)
-
-
-def _pin(dest: Path, name: str, repo_id: str | None, architecture: str) -> None:
-    """Write the sha256 of each released file to the zoo registry; the Hub revision is kept only
-    while the files are unchanged (a changed file has to be published again)."""
-    from segzoo.io.files import atomic_write_text
-    from segzoo.zoo import sha256_of
-
-    registry_path = ROOT / "segzoo" / "zoo_registry.json"
-    registry = json.loads(registry_path.read_text())
-    files = {f: sha256_of(dest / f) for f in ("config.json", "model.weights.h5", "model.onnx", "model.int8.onnx")
-             if (dest / f).is_file()}
-    previous = registry["models"].get(name, {})
-    registry["models"][name] = {
-        "repo_id": repo_id or previous.get("repo_id") or f"segzoo/{name}",
-        "revision": previous.get("revision") if previous.get("files") == files else None,
-        "files": files, "architecture": architecture,
-        "license": "cc-by-nc-sa-4.0",
-        "description": f"{architecture} trained on MoNuSeg 2018 (H&E nuclei, 40x)"}
-    atomic_write_text(registry_path, json.dumps(registry, indent=2) + "\n")
 
 
 def settings_to_released_folder(provenance: dict, dest: Path) -> None:

@@ -22,16 +22,16 @@ def create_model(name: str, **kwargs):
 
 def load(source, *, runtime: str = "auto", revision: str | None = None, cache_dir=None,
          precision: str = "fp32"):
-    """A Predictor from a zoo name, 'hf://org/repo[@rev]' or a model folder (see segzoo.loading);
-    precision='int8' runs the int8 ONNX file on onnxruntime."""
-    from segzoo.loading import load as _load
+    """A Predictor from a zoo name, 'hf://org/repo[@rev]', a model folder or an .onnx file (see
+    segzoo.zoo.loading); precision='int8' runs the int8 ONNX file on onnxruntime."""
+    from segzoo.zoo.loading import load as _load
 
     return _load(source, runtime=runtime, revision=revision, cache_dir=cache_dir, precision=precision)
 
 
 def list_models() -> list[str]:
     """Names of the trained models in the zoo."""
-    from segzoo.zoo import list_models as _list
+    from segzoo.zoo.registry import list_models as _list
 
     return _list()
 

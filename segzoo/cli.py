@@ -202,8 +202,8 @@ def predict_main(argv: list[str]) -> int:
     from segzoo.io.files import output_folder_problem, write_file_set
     from segzoo.io.images import sample_image_path
     from segzoo.io.outputs import FORMATS, output_targets
-    from segzoo.loading import load
     from segzoo.predict.tiling import tiling_settings
+    from segzoo.zoo.loading import load
 
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     bad = sorted(set(formats) - set(FORMATS))
@@ -308,12 +308,9 @@ def export_main(argv: list[str]) -> int:
 
             discover_samples(args.calibration, require_ground_truth=False)
         from segzoo.export import export_onnx
+        from segzoo.zoo.sources import model_folder
 
-        folder = Path(args.model)
-        if not folder.is_dir():
-            from segzoo.zoo import resolve_zoo
-
-            folder = resolve_zoo(args.model, runtime="keras")
+        folder = model_folder(args.model)
         info = export_onnx(folder, out, opset=args.opset, overwrite=args.overwrite)
         print(f"wrote {info['path']} ({info['bytes'] / 1e6:.1f} MB, opset {info['opset']}, "
               f"max |onnx - keras| {info['max_abs_diff']:.1e})")
@@ -355,7 +352,7 @@ def _run(command: str, rest: list[str]) -> int:
     if command == "export":
         return export_main(rest)
     if command == "publish":
-        from segzoo.publishing import main as publish_main
+        from segzoo.zoo.publishing import main as publish_main
 
         return publish_main(rest)
     return predict_main(rest)

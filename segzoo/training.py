@@ -31,6 +31,7 @@ from segzoo.io.files import atomic_write_text
 from segzoo.losses import LOSSES, get_loss
 from segzoo.metrics import PixelCounts, pixel_counts
 from segzoo.provenance import environment, portable_command, portable_path
+from segzoo.zoo.sources import model_folder
 
 log = logging.getLogger("segzoo.train")
 
@@ -294,16 +295,6 @@ def run(args: argparse.Namespace) -> Path:
     return out
 
 
-def _model_folder(source: str) -> Path:
-    """A model folder, or the verified folder of a zoo name (unknown names list the zoo)."""
-    folder = Path(source)
-    if folder.is_dir():
-        return folder
-    from segzoo.zoo import resolve_zoo
-
-    return resolve_zoo(source, runtime="keras")
-
-
 def _source_name(source: str) -> str:
     """--settings-from/--init-from as provenance: a folder relative to the working folder
     (portable_path), a zoo name as given."""
@@ -318,7 +309,7 @@ def _settings_model(source: str | None) -> ModelConfig | None:
     reproduces a released refit from the shipped folder alone."""
     if not source:
         return None
-    config = ModelConfig.load(_model_folder(source) / CONFIG_FILENAME)
+    config = ModelConfig.load(model_folder(source) / CONFIG_FILENAME)
     chosen_by = config.provenance.get("settings_from")
     if "threshold_selection" not in config.provenance and isinstance(chosen_by, dict) \
             and "threshold_selection" in chosen_by:
@@ -339,7 +330,7 @@ def _initial_model(args: argparse.Namespace, arch_kwargs: dict):
         return None, None
     from segzoo.models.folders import load_model
 
-    folder = _model_folder(args.init_from)
+    folder = model_folder(args.init_from)
     if args.resume:  # the weights come from the run's checkpoint; only the config is needed
         model, config = None, ModelConfig.load(folder / CONFIG_FILENAME)
     else:

@@ -37,7 +37,7 @@ def int8_predictor():
 @pytest.fixture
 def model(int8_predictor, monkeypatch):
     """`--model` value for predict; load() returns the cached int8 predictor and counts its calls."""
-    import segzoo.loading
+    import segzoo.zoo.loading
 
     calls = []
 
@@ -45,7 +45,7 @@ def model(int8_predictor, monkeypatch):
         calls.append(source)
         return int8_predictor
 
-    monkeypatch.setattr(segzoo.loading, "load", load)
+    monkeypatch.setattr(segzoo.zoo.loading, "load", load)
     return calls
 
 

@@ -135,7 +135,7 @@ def client(code: str, *, endpoint: str, cache: Path, offline: bool = False,
 
 def test_zoo_name_downloads_verifies_then_uses_cache_offline(hub, tmp_path):
     cache = tmp_path / "cache"
-    code = f"from segzoo.zoo import resolve_zoo; print('FOLDER', resolve_zoo({NAME!r}))"
+    code = f"from segzoo.zoo.sources import resolve_zoo; print('FOLDER', resolve_zoo({NAME!r}))"
     first = client(code, endpoint=hub["endpoint"], cache=cache)
     assert first.returncode == 0, first.stderr[-3000:]
     folder = first.stdout.split("FOLDER ")[1].strip()
@@ -174,7 +174,7 @@ def test_revision_pinning_and_checksum_tamper(hub, tmp_path):
     _git(repo, "commit", "-q", "-am", "change threshold")
     try:
         code = f"""
-            from segzoo.zoo import download_files
+            from segzoo.zoo.hub import download_files
             import json
             old = download_files("{REPO}", ["config.json"], revision="{first_sha}", cache_dir=None)
             new = download_files("{REPO}", ["config.json"], revision="main", cache_dir=None)
@@ -200,9 +200,9 @@ def test_revision_pinning_and_checksum_tamper(hub, tmp_path):
                    for w in warnings), tamper.stdout[-3000:]
         # Without a bundled copy the mismatch is an error.
         no_bundle = client(f"""
-            import segzoo.zoo as zoo
-            zoo.bundled_folder = lambda name: None
-            zoo.resolve_zoo({NAME!r}, revision="main")
+            from segzoo.zoo import registry, sources
+            registry.bundled_folder = lambda name: None
+            sources.resolve_zoo({NAME!r}, revision="main")
         """, endpoint=hub["endpoint"], cache=tmp_path / "c3")
         assert no_bundle.returncode != 0
         assert "sha256 mismatch for config.json" in no_bundle.stderr and "expected" in no_bundle.stderr
@@ -220,7 +220,7 @@ def test_missing_repo_and_offline_without_cache(hub, tmp_path):
 
 
 def test_unreachable_endpoint_falls_back_to_bundled_copy(tmp_path):
-    result = client(f"from segzoo.zoo import resolve_zoo; print('FOLDER', resolve_zoo({NAME!r}))",
+    result = client(f"from segzoo.zoo.sources import resolve_zoo; print('FOLDER', resolve_zoo({NAME!r}))",
                     endpoint=dead_endpoint(), cache=tmp_path / "c")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "INFO:segzoo.zoo" in result.stdout and "using the copy bundled with segzoo" in result.stdout
@@ -229,7 +229,7 @@ def test_unreachable_endpoint_falls_back_to_bundled_copy(tmp_path):
 
 
 def test_revision_asked_for_while_unreachable_warns_that_the_bundled_copy_is_used(tmp_path):
-    result = client(f"from segzoo.zoo import resolve_zoo; print('FOLDER', resolve_zoo({NAME!r}, revision='v9'))",
+    result = client(f"from segzoo.zoo.sources import resolve_zoo; print('FOLDER', resolve_zoo({NAME!r}, revision='v9'))",
                     endpoint=dead_endpoint(), cache=tmp_path / "c")
     assert result.returncode == 0, result.stderr[-3000:]
     warning = [line for line in result.stdout.splitlines() if line.startswith("WARNING:segzoo.zoo")]
@@ -264,7 +264,7 @@ def test_hf_uri_auto_runs_onnx_without_tensorflow_online_and_from_the_cache(hub,
 def test_cache_folder_that_cannot_be_written_is_an_error_not_a_silent_fallback(hub, tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the cache folder should be")
-    result = client(f"from segzoo.zoo import resolve_zoo; resolve_zoo({NAME!r})", endpoint=hub["endpoint"],
+    result = client(f"from segzoo.zoo.sources import resolve_zoo; resolve_zoo({NAME!r})", endpoint=hub["endpoint"],
                     cache=blocker)
     assert result.returncode != 0, "a broken cache must not fall back to the bundled copy silently"
     assert "SegzooError: Hugging Face cache" in result.stderr and str(blocker) in result.stderr

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 
 import segzoo
-from segzoo import zoo
 from segzoo.config import Postprocessing
 from segzoo.errors import ConfigError, SegzooError
 from segzoo.io.images import read_image, sample_image_path
 from segzoo.predict.postprocessing import probabilities_to_instances
+from segzoo.zoo import hub, registry, sources
 
 NAME = "unet-monuseg"
-BUNDLED = Path(zoo.__file__).parent / "bundled" / NAME
+BUNDLED = Path(segzoo.__file__).parent / "bundled" / NAME
 
 
 def _closed_port() -> int:
@@ -38,7 +38,7 @@ def no_real_hub(monkeypatch):
     dead = f"http://127.0.0.1:{_closed_port()}"
     monkeypatch.setattr(constants, "ENDPOINT", dead)
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", dead + "/{repo_id}/resolve/{revision}/{filename}")
-    monkeypatch.setattr(zoo, "_REACHABLE", {})
+    monkeypatch.setattr(hub, "_REACHABLE", {})
 
 
 @pytest.fixture
@@ -129,13 +129,13 @@ def test_unknown_architecture_is_a_config_error_listing_the_valid_ones(folder, r
 
 
 def test_zoo_onnx_runtime_needs_the_config_json_too():
-    entry = zoo.get_entry(NAME)
+    entry = registry.get_entry(NAME)
     assert entry.required_files("onnx") == ["config.json", "model.onnx"]
     assert entry.required_files("onnx", "int8") == ["config.json", "model.int8.onnx"]
     assert entry.required_files("keras") == ["config.json", "model.weights.h5"]
-    for name in zoo.list_models():  # the registry pins, and the bundled copies hold, every config.json
-        assert "config.json" in zoo.get_entry(name).files
-        assert (zoo.bundled_folder(name) / "config.json").is_file()
+    for name in registry.list_models():  # the registry pins, and the bundled copies hold, every config.json
+        assert "config.json" in registry.get_entry(name).files
+        assert (registry.bundled_folder(name) / "config.json").is_file()
 
 
 # --- the Hub: what counts as unreachable ---------------------------------------------------------
@@ -147,16 +147,16 @@ def test_only_connection_errors_count_as_an_unreachable_hub():
     for err in (ConnectionRefusedError(111, "Connection refused"), TimeoutError("timed out"),
                 socket.gaierror(-2, "Name or service not known"), httpx2.ConnectError("refused"),
                 errors.LocalEntryNotFoundError("not cached"), errors.OfflineModeIsEnabled("offline")):
-        assert zoo.hub_failure(err) == "unreachable", err
+        assert hub.hub_failure(err) == "unreachable", err
     for err in (PermissionError(13, "Permission denied", "/cache"), OSError(28, "No space left on device"),
                 NotADirectoryError(20, "Not a directory", "/cache/blobs"), ValueError("x")):
-        assert zoo.hub_failure(err) is None, err
+        assert hub.hub_failure(err) is None, err
 
 
 @pytest.fixture
 def hub_reachable(monkeypatch):
     """The zoo believes the Hub answers; nothing is sent anywhere (hf_hub_download is replaced)."""
-    monkeypatch.setattr(zoo, "endpoint_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr(hub, "endpoint_reachable", lambda timeout=3.0: True)
 
 
 def test_a_cache_that_cannot_be_written_is_an_error_naming_it(monkeypatch, hub_reachable, tmp_path):
@@ -168,7 +168,7 @@ def test_a_cache_that_cannot_be_written_is_an_error_naming_it(monkeypatch, hub_r
         raise PermissionError(13, "Permission denied", str(blob))
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", denied)
-    monkeypatch.setattr(zoo, "available_files", lambda repo_id, filenames, **kwargs: list(filenames))
+    monkeypatch.setattr(hub, "available_files", lambda repo_id, filenames, **kwargs: list(filenames))
     with pytest.raises(SegzooError, match=f"Hugging Face cache {blob}: Permission denied"):
         segzoo.load(NAME)
     with pytest.raises(SegzooError, match="Permission denied"):
@@ -176,13 +176,13 @@ def test_a_cache_that_cannot_be_written_is_an_error_naming_it(monkeypatch, hub_r
 
 
 def test_a_revision_served_by_the_bundled_copy_is_a_warning_naming_both(monkeypatch, tmp_path, caplog):
-    monkeypatch.setattr(zoo, "endpoint_reachable", lambda timeout=3.0: False)  # offline: cache only
+    monkeypatch.setattr(hub, "endpoint_reachable", lambda timeout=3.0: False)  # offline: cache only
     with caplog.at_level(logging.INFO, logger="segzoo"):
-        folder = zoo.resolve_zoo(NAME, runtime="onnx", revision="abc123", cache_dir=tmp_path / "empty")
+        folder = sources.resolve_zoo(NAME, runtime="onnx", revision="abc123", cache_dir=tmp_path / "empty")
     assert folder.resolve() == BUNDLED.resolve()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "revision 'abc123' was asked for" in warnings[0]
-    pinned = zoo.get_entry(NAME).revision
+    pinned = registry.get_entry(NAME).revision
     assert (repr(pinned) if pinned else "no revision published yet") in warnings[0]
 
 
@@ -196,7 +196,7 @@ def proxy_env(monkeypatch):
     for var in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
         monkeypatch.delenv(var, raising=False)
         monkeypatch.delenv(var.upper(), raising=False)
-    monkeypatch.setattr(zoo, "_REACHABLE", {})
+    monkeypatch.setattr(hub, "_REACHABLE", {})
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     dead_port = _closed_port()
     monkeypatch.setattr(constants, "ENDPOINT", f"https://127.0.0.1:{dead_port}")  # nothing listens there
@@ -206,25 +206,25 @@ def proxy_env(monkeypatch):
 
 def test_hub_behind_a_proxy_is_reachable_through_the_proxy(proxy_env):
     monkeypatch, proxy_port, dead_port = proxy_env
-    assert not zoo.endpoint_reachable(timeout=1.0), "the endpoint itself is closed"
-    monkeypatch.setattr(zoo, "_REACHABLE", {})
+    assert not hub.endpoint_reachable(timeout=1.0), "the endpoint itself is closed"
+    monkeypatch.setattr(hub, "_REACHABLE", {})
     monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy_port}")
-    assert zoo.probe_address(f"https://127.0.0.1:{dead_port}") == ("127.0.0.1", proxy_port)
-    assert zoo.endpoint_reachable(timeout=1.0)
+    assert hub.probe_address(f"https://127.0.0.1:{dead_port}") == ("127.0.0.1", proxy_port)
+    assert hub.endpoint_reachable(timeout=1.0)
 
 
 def test_no_proxy_sends_the_probe_to_the_endpoint(proxy_env):
     monkeypatch, proxy_port, dead_port = proxy_env
     monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy_port}")
     monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
-    assert zoo.probe_address(f"https://127.0.0.1:{dead_port}") == ("127.0.0.1", dead_port)
-    assert not zoo.endpoint_reachable(timeout=1.0)
+    assert hub.probe_address(f"https://127.0.0.1:{dead_port}") == ("127.0.0.1", dead_port)
+    assert not hub.endpoint_reachable(timeout=1.0)
 
 
 def test_probe_address_follows_the_scheme_and_default_ports(monkeypatch, proxy_env):
     monkeypatch.setenv("HTTP_PROXY", "proxy.hospital.example:3128")
     monkeypatch.setenv("ALL_PROXY", "socks5://socks.hospital.example")
-    assert zoo.probe_address("http://hub.example") == ("proxy.hospital.example", 3128)
-    assert zoo.probe_address("https://hub.example") == ("socks.hospital.example", 1080)
+    assert hub.probe_address("http://hub.example") == ("proxy.hospital.example", 3128)
+    assert hub.probe_address("https://hub.example") == ("socks.hospital.example", 1080)
     monkeypatch.delenv("ALL_PROXY")
-    assert zoo.probe_address("https://hub.example") == ("hub.example", 443)
+    assert hub.probe_address("https://hub.example") == ("hub.example", 443)

@@ -6,20 +6,11 @@ from pathlib import Path
 import pytest
 
 from segzoo.config import ModelConfig
+from segzoo.zoo import cards
 
 ROOT = Path(__file__).resolve().parents[1]
 CARDS = sorted(p for p in (ROOT / "model_cards").iterdir() if p.is_dir()) if (ROOT / "model_cards").is_dir() else []
 REGISTRY = json.loads((ROOT / "segzoo" / "zoo_registry.json").read_text())["models"]
-
-
-def _card_script():
-    """scripts/make_model_card.py as a module (scripts/ is not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_model_card", ROOT / "scripts" / "make_model_card.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _pinned_onnx(folder: Path) -> list[str]:
@@ -50,9 +41,10 @@ class TestZooFolder:
     def test_card_parses_and_matches_metrics(self, folder):
         from huggingface_hub import ModelCard
 
-        from segzoo.publishing import card_metrics, validate_folder
+        from segzoo.zoo.cards import card_metrics
+        from segzoo.zoo.publishing import validate_folder
 
-        validate_folder(folder, load_weights=False)  # raises on any mismatch
+        validate_folder(folder)  # raises on any mismatch
         card = ModelCard.load(folder / "README.md")
         meta = card.data.to_dict()
         assert meta["license"] == "cc-by-nc-sa-4.0" and meta["library_name"] == "keras"
@@ -64,12 +56,12 @@ class TestZooFolder:
         assert (folder / "training_log.csv").is_file() and (folder / "figure.png").is_file()
 
     def test_card_is_generated_from_the_folder(self, folder):
-        """README.md is exactly what scripts/make_model_card.py writes from the folder's files."""
-        assert (folder / "README.md").read_text() == _card_script().render(folder), \
+        """README.md is exactly what segzoo.zoo.cards (scripts/make_model_card.py) writes from the folder's files."""
+        assert (folder / "README.md").read_text() == cards.render(folder), \
             f"re-run python scripts/make_model_card.py {folder.relative_to(ROOT)}"
 
     def test_registry_pins_the_files(self, folder):
-        from segzoo.zoo import sha256_of
+        from segzoo.zoo.hub import sha256_of
 
         entry = REGISTRY.get(folder.name)
         assert entry is not None, f"{folder.name} is not in segzoo/zoo_registry.json"
@@ -116,23 +108,21 @@ class TestZooFolder:
 
 def test_card_names_the_training_options_a_run_used():
     """Each of --ema-momentum, --dtype-policy and --precise-bn adds its sentence only when used."""
-    module = _card_script()
-    assert module._options_text({"loss": "bce_dice"}) == ""
-    text = module._options_text({"ema_momentum": 0.998, "dtype_policy": "mixed_bfloat16", "precise_bn_batches": 32})
+    assert cards._options_text({"loss": "bce_dice"}) == ""
+    text = cards._options_text({"ema_momentum": 0.998, "dtype_policy": "mixed_bfloat16", "precise_bn_batches": 32})
     assert text.count("; ") >= 3
     assert text.index("momentum\n0.998, about the last 500 steps") < text.index("`mixed_bfloat16`") < text.index("over 32 batches")
-    assert module._options_text({"precise_bn_batches": 32}).startswith("; BatchNorm statistics")
+    assert cards._options_text({"precise_bn_batches": 32}).startswith("; BatchNorm statistics")
 
 
 def test_card_quotes_the_validation_runs_peak_and_last_dice():
     """A refit's card gives the validation run's last-epoch Dice beside its (upward-biased) peak."""
-    module = _card_script()
     rows = [{"val_dice": v} for v in ("0.7", "0.81", "0.805")]
-    text = module._validation_curve_text(rows)
+    text = cards._validation_curve_text(rows)
     assert "peaked at 0.8100 (epoch 2)" in text and "0.8050 at its last epoch (3)" in text
-    assert module._validation_curve_text([]) == "" and module._validation_curve_text([{"val_dice": "nan"}]) == ""
+    assert cards._validation_curve_text([]) == "" and cards._validation_curve_text([{"val_dice": "nan"}]) == ""
     refit = {"settings_from": {"val_stems": ["a"], "command": "segzoo train"}, "train_stems": ["b", "c"]}
-    assert "peaked at 0.8100" in module._split_text(refit, rows)
+    assert "peaked at 0.8100" in cards._split_text(refit, rows)
 
 
 # What ships (the Hub repos, the package's bundled copies, the benchmark and README): none of it
@@ -169,7 +159,8 @@ def test_no_shipped_file_names_this_machine():
 def test_bundled_copies_are_the_pinned_zoo_files():
     """segzoo/bundled/<name>/ (what the package ships for offline use) holds exactly the files of
     model_cards/<name>/, and every file the registry pins matches its sha256."""
-    from segzoo.zoo import bundled_folder, sha256_of
+    from segzoo.zoo.hub import sha256_of
+    from segzoo.zoo.registry import bundled_folder
 
     assert sorted(REGISTRY) == [p.name for p in CARDS]
     for name, entry in REGISTRY.items():
@@ -185,10 +176,9 @@ def test_bundled_copies_are_the_pinned_zoo_files():
 
 def test_card_names_the_software_that_trained_and_released_the_model():
     """Runs record segzoo.provenance.environment(); the card quotes it (older runs: nothing added)."""
-    module = _card_script()
     env = {"python": "3.11.7", "keras_backend": "jax", "git_commit": "0123456789abcdef" * 2 + "01234567",
            "git_dirty": True, "packages": {"segzoo": "0.1.0", "keras": "3.15.1", "jax": "0.6.0", "torch": None}}
-    text = module._environment_text({"environment": env, "release": {
+    text = cards._environment_text({"environment": env, "release": {
         "command": "python scripts/release.py runs/u --name u --data ../shared/monuseg",
         "environment": {**env, "git_dirty": False, "keras_backend": "tensorflow"}}})
     trained, released = text.strip().splitlines()
@@ -196,4 +186,4 @@ def test_card_names_the_software_that_trained_and_released_the_model():
                        "git commit `0123456789ab` with uncommitted changes.")
     assert released.startswith("Released (evaluation, ONNX export) with `python scripts/release.py runs/u")
     assert released.endswith("Keras backend tensorflow; Python 3.11.7; git commit `0123456789ab`.")
-    assert module._environment_text({"command": "segzoo train"}) == ""
+    assert cards._environment_text({"command": "segzoo train"}) == ""

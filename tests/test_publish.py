@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from segzoo.errors import SegzooError
-from segzoo.publishing import main, publish, update_registry
+from segzoo.zoo.publishing import main, publish, update_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 CARDS = sorted(p for p in (ROOT / "model_cards").iterdir() if p.is_dir()) if (ROOT / "model_cards").is_dir() else []

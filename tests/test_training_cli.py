@@ -188,7 +188,7 @@ def test_save_and_load_keras_model(tmp_path):
     import segzoo
     from segzoo.errors import ConfigError, SegzooError
     from segzoo.models.folders import default_config
-    from segzoo.zoo import sha256_of
+    from segzoo.zoo.hub import sha256_of
 
     kwargs = {"depth": 2, "base_filters": 4, "dropout": 0.0}
     config = default_config("unet", **kwargs)

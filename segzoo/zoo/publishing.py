@@ -1,4 +1,8 @@
-"""Validate a zoo folder and publish it to the Hugging Face Hub (`segzoo publish`)."""
+"""Validate a zoo folder, publish it to the Hugging Face Hub (`segzoo publish`), and pin its
+files in the zoo registry (after a publish, or a release: scripts/release.py).
+
+Imports no Keras: loading the weights to check them is the caller's (the CLI passes
+segzoo.models.folders.load_model as `check_weights`)."""
 
 from __future__ import annotations
 
@@ -6,48 +10,44 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from segzoo.config import CONFIG_FILENAME, ONNX_FILENAMES, WEIGHTS_FILENAME, ModelConfig
 from segzoo.errors import SegzooError
 from segzoo.io.files import atomic_write_text
-from segzoo.zoo import REGISTRY_FILE, sha256_of
+from segzoo.runtime.onnx_format import read_segzoo_onnx
+from segzoo.zoo.cards import card_metrics
+from segzoo.zoo.hub import sha256_of
+from segzoo.zoo.registry import registry_path
 
 log = logging.getLogger(__name__)
 
 CARD_FILENAME = "README.md"
 REQUIRED_CARD_FIELDS = {"license": "cc-by-nc-sa-4.0", "library_name": "keras", "pipeline_tag": "image-segmentation"}
 
-
-def card_metrics(card_data) -> dict[str, float]:
-    """{metric type: value} from a card's model-index (first result)."""
-    index = card_data.to_dict().get("model-index") or []
-    out = {}
-    for model in index:
-        for result in model.get("results", []):
-            for metric in result.get("metrics", []):
-                out[metric["type"]] = float(metric["value"])
-    return out
+RELEASE_FILES = (CONFIG_FILENAME, WEIGHTS_FILENAME, *ONNX_FILENAMES.values())
+"""The files of a zoo folder the registry pins (the rest: card, metrics, logs, figure)."""
 
 
-def validate_folder(folder: str | Path, *, load_weights: bool = True) -> dict:
-    """Check that a zoo folder is publishable; returns {filename: sha256}. Errors name the file."""
+def validate_folder(folder: str | Path, *, check_weights: Callable[[Path], object] | None = None) -> dict:
+    """Check that a zoo folder is publishable; returns {filename: sha256}. Errors name the file.
+
+    `check_weights(folder)` loads the weights (segzoo.models.folders.load_model); without it
+    only their presence is checked."""
     from huggingface_hub import ModelCard
 
     folder = Path(folder)
     if not folder.is_dir():
         raise SegzooError(f"{folder}: not a folder")
     config = ModelConfig.load(folder / CONFIG_FILENAME)
-    if load_weights:
-        from segzoo.models.folders import load_model
-
-        load_model(folder)
-    elif not (folder / WEIGHTS_FILENAME).is_file():
+    if not (folder / WEIGHTS_FILENAME).is_file():
         raise SegzooError(f"{folder / WEIGHTS_FILENAME}: missing")
-    if (folder / "model.onnx").is_file():
-        from segzoo.runtime.onnx_format import read_segzoo_onnx
-
-        read_segzoo_onnx(folder / "model.onnx")
+    if check_weights is not None:
+        check_weights(folder)
+    for filename in ONNX_FILENAMES.values():
+        if (folder / filename).is_file():
+            read_segzoo_onnx(folder / filename)
     card_path = folder / CARD_FILENAME
     if not card_path.is_file():
         raise SegzooError(f"{card_path}: model card missing")
@@ -76,13 +76,13 @@ def validate_folder(folder: str | Path, *, load_weights: bool = True) -> dict:
 
 
 def publish(folder: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
-            dry_run: bool = False, api=None) -> dict:
+            dry_run: bool = False, api=None, check_weights: Callable[[Path], object] | None = None) -> dict:
     """Upload every file of a validated folder to `repo_id` in one commit.
 
     Returns {"repo_id", "revision", "commit_url", "files"}: the values to pin in
     segzoo/zoo_registry.json. With dry_run nothing is sent.
     """
-    files = validate_folder(folder)
+    files = validate_folder(folder, check_weights=check_weights)
     result = {"repo_id": repo_id, "revision": None, "commit_url": None, "files": files}
     if dry_run:
         return result
@@ -101,20 +101,40 @@ def publish(folder: str | Path, repo_id: str, *, private: bool = False, revision
     return result
 
 
-def update_registry(name: str, result: dict, registry_path: Path | None = None) -> Path:
+def update_registry(name: str, result: dict, registry_file: str | Path | None = None) -> Path:
     """Pin `result` (from publish) as zoo model `name` in the registry JSON."""
-    path = registry_path or Path(__file__).parent / REGISTRY_FILE
+    path = Path(registry_file) if registry_file is not None else registry_path()
     data = json.loads(path.read_text())
     entry = data["models"].get(name, {})
     config = json.loads((Path(result.get("folder", "")) / CONFIG_FILENAME).read_text()) \
         if result.get("folder") else {}
     entry.update(repo_id=result["repo_id"], revision=result["revision"],
-                 files={k: v for k, v in result["files"].items() if k in (CONFIG_FILENAME, WEIGHTS_FILENAME,
-                                                                           *ONNX_FILENAMES.values())})
+                 files={k: v for k, v in result["files"].items() if k in RELEASE_FILES})
     if config:
         entry.setdefault("architecture", config.get("architecture", ""))
     data["models"][name] = entry
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    return path
+
+
+
+def pin_release(folder: str | Path, name: str, *, architecture: str, repo_id: str | None = None,
+                registry_file: str | Path | None = None) -> Path:
+    """Pin the sha256 of each released file of zoo folder `folder` (RELEASE_FILES present) as zoo
+    model `name`; the Hub revision is kept only while the files are unchanged (a changed file
+    has to be published again). Returns the registry file."""
+    folder = Path(folder)
+    path = Path(registry_file) if registry_file is not None else registry_path()
+    registry = json.loads(path.read_text())
+    files = {f: sha256_of(folder / f) for f in RELEASE_FILES if (folder / f).is_file()}
+    previous = registry["models"].get(name, {})
+    registry["models"][name] = {
+        "repo_id": repo_id or previous.get("repo_id") or f"segzoo/{name}",
+        "revision": previous.get("revision") if previous.get("files") == files else None,
+        "files": files, "architecture": architecture,
+        "license": "cc-by-nc-sa-4.0",
+        "description": f"{architecture} trained on MoNuSeg 2018 (H&E nuclei, 40x)"}
+    atomic_write_text(path, json.dumps(registry, indent=2) + "\n")
     return path
 
 
@@ -134,8 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        from segzoo.models.folders import load_model
+
         result = publish(args.folder, args.repo_id, private=args.private, revision=args.revision,
-                         dry_run=args.dry_run)
+                         dry_run=args.dry_run, check_weights=load_model)
     except SegzooError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,38 +1,29 @@
-"""The zoo: named, trained models and how to fetch them.
+"""The Hugging Face Hub: downloads into its cache, the reachability probe (through the proxy
+that requests would take), sha256 checks, and telling an unreachable Hub from a missing repo
+from any other error.
 
-This registry holds weights, not code: each name maps to a Hugging Face Hub repo,
-a pinned revision and the sha256 of every file it needs (segzoo/zoo_registry.json,
-written by scripts/publish.py). Architectures live in segzoo.models.architectures.
-
-Resolution order for a zoo name: the Hub (through huggingface_hub, so HF_ENDPOINT,
-HF_HOME/HF_HUB_CACHE, HF_TOKEN and HF_HUB_OFFLINE behave as usual; a second load is
-served from the cache), then the copy bundled inside the package when the Hub
-cannot be reached (a connection error; HTTPS_PROXY/HTTP_PROXY/NO_PROXY are honoured),
-does not hold the repo, or serves a file that fails its pin. Every file is checked
-against its pinned sha256 whichever way it came. Any other error, e.g. a cache folder
-that cannot be written, is raised as a SegzooError naming the path.
+Downloads go through huggingface_hub, so HF_ENDPOINT, HF_HOME/HF_HUB_CACHE, HF_TOKEN and
+HF_HUB_OFFLINE behave as usual and a second load is served from the cache. Only a connection
+error (HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY honoured), offline mode or a 5xx answer counts as
+unreachable; any other error, e.g. a cache folder that cannot be written, is raised as a
+SegzooError naming the path. segzoo.zoo.sources decides what to fetch and when the bundled
+copy replaces the Hub.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import socket
 import sys
 import urllib.request
-from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from urllib.parse import urlparse
 
-from segzoo.config import CONFIG_FILENAME, ONNX_FILENAMES, WEIGHTS_FILENAME
-from segzoo.errors import SegzooError, UnknownNameError
+from segzoo.errors import SegzooError
 
 log = logging.getLogger(__name__)
-
-REGISTRY_FILE = "zoo_registry.json"
 
 
 class ChecksumError(SegzooError):
@@ -41,43 +32,6 @@ class ChecksumError(SegzooError):
     def __init__(self, message: str, *, path: Path | None = None, expected: str = "", actual: str = ""):
         super().__init__(message)
         self.path, self.expected, self.actual = path, expected, actual
-
-
-@dataclass(frozen=True)
-class ZooEntry:
-    name: str
-    repo_id: str
-    revision: str | None
-    files: dict[str, str] = field(default_factory=dict)  # filename -> sha256
-    architecture: str = ""
-    license: str = "cc-by-nc-sa-4.0"
-    description: str = ""
-
-    def required_files(self, runtime: str, precision: str = "fp32") -> list[str]:
-        """Files a runtime needs: Keras needs config + weights; ONNX needs config (the model's
-        config for every runtime) + the ONNX file of `precision` (model.onnx, model.int8.onnx)."""
-        wanted = [CONFIG_FILENAME, WEIGHTS_FILENAME if runtime == "keras" else ONNX_FILENAMES[precision]]
-        return [f for f in wanted if f in self.files]
-
-
-def _registry() -> dict[str, ZooEntry]:
-    text = resources.files("segzoo").joinpath(REGISTRY_FILE).read_text(encoding="utf-8")
-    data = json.loads(text)
-    return {name: ZooEntry(name=name, **entry) for name, entry in data["models"].items()}
-
-
-def list_models() -> list[str]:
-    """Zoo names accepted by segzoo.load()."""
-    return sorted(_registry())
-
-
-def get_entry(name: str) -> ZooEntry:
-    registry = _registry()
-    if name not in registry:
-        raise UnknownNameError(
-            f"unknown zoo model {name!r}; available: {', '.join(sorted(registry)) or '(none)'}. "
-            "Pass a model folder or 'hf://org/repo' to load something else.")
-    return registry[name]
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -95,23 +49,6 @@ def verify(path: Path, expected: str, what: str) -> None:
             f"{what}: sha256 mismatch for {path.name}: expected {expected}, got {actual}; "
             "refusing to load. Delete the file (or the Hub cache entry) and retry, or check "
             "the zoo registry pin.", path=path, expected=expected, actual=actual)
-
-
-def bundled_folder(name: str) -> Path | None:
-    """The copy of zoo model `name` shipped inside the package, if any."""
-    folder = Path(str(resources.files("segzoo").joinpath("bundled", name)))
-    return folder if (folder / CONFIG_FILENAME).is_file() else None
-
-
-def _bundled_verified(entry: ZooEntry, runtime: str, precision: str = "fp32") -> Path:
-    folder = bundled_folder(entry.name)
-    if folder is None:
-        raise SegzooError(f"{entry.name}: no bundled copy in this segzoo installation")
-    for filename in entry.required_files(runtime, precision):
-        if not (folder / filename).is_file():
-            raise SegzooError(f"{entry.name}: bundled copy lacks {filename}")
-        verify(folder / filename, entry.files[filename], f"{entry.name} (bundled)")
-    return folder
 
 
 # Transport errors of the HTTP clients huggingface_hub may use: (module, class names). Only
@@ -261,64 +198,3 @@ def download_files(repo_id: str, filenames: list[str], *, revision: str | None,
         folder = path.parent
     assert folder is not None
     return folder
-
-
-def resolve_zoo(name: str, *, runtime: str = "keras", revision: str | None = None,
-                cache_dir: str | os.PathLike | None = None, precision: str = "fp32") -> Path:
-    """A local folder holding zoo model `name`'s verified files (Hub, else bundled).
-
-    The bundled copy is used when the Hub cannot be reached and nothing is cached, when it
-    does not hold the repo, or when a Hub file still fails its sha256 pin after a fresh
-    download (a WARNING says so). The bundled copy is the registry's pinned revision: asking
-    for another `revision` and getting it logs a WARNING naming both."""
-    entry = get_entry(name)
-    files = entry.required_files(runtime, precision)
-    if not files:
-        raise SegzooError(f"{name}: the zoo has no files for runtime {runtime!r}")
-    pinned = revision or entry.revision
-    hub_error: ChecksumError | None = None
-    try:
-        return download_files(entry.repo_id, files, revision=pinned, cache_dir=cache_dir, expected=entry.files)
-    except ChecksumError as err:
-        hub_error = err
-        reason = (f"{err.path.name if err.path else 'a file'} from hf://{entry.repo_id}@{pinned or 'main'} "
-                  f"failed its sha256 pin (expected {err.expected}, got {err.actual})")
-    except Exception as err:
-        kind = hub_failure(err)
-        if kind is None:
-            raise
-        reason = (f"the Hub does not hold hf://{entry.repo_id}@{pinned or 'main'} ({type(err).__name__})"
-                  if kind == "missing" else
-                  f"the Hub cannot be reached and nothing is cached ({type(err).__name__})")
-    try:
-        folder = _bundled_verified(entry, runtime, precision)
-    except SegzooError as bundled_error:
-        if hub_error is not None:
-            raise ChecksumError(f"{hub_error}; the bundled copy cannot replace it ({bundled_error})",
-                                path=hub_error.path, expected=hub_error.expected,
-                                actual=hub_error.actual) from None
-        if isinstance(bundled_error, ChecksumError):
-            raise
-        raise SegzooError(
-            f"{name}: {reason}, and this installation has no bundled copy. Connect to the Hub "
-            f"(or set HF_ENDPOINT to a mirror), or download hf://{entry.repo_id} elsewhere and pass "
-            "its folder to segzoo.load().") from None
-    message = f"{name}: {reason}; using the copy bundled with segzoo ({folder})"
-    if revision is not None and revision != entry.revision:
-        used = (f"the registry's pinned revision {entry.revision!r}" if entry.revision else
-                "the files the registry pins by sha256 (no revision published yet)")
-        log.warning("%s; revision %r was asked for, but the bundled copy is %s", message, revision, used)
-    elif hub_error is not None:
-        log.warning("%s, which matches the pins", message)
-    else:
-        log.info("%s", message)
-    return folder
-
-
-def parse_hf_uri(source: str) -> tuple[str, str | None]:
-    """'hf://org/repo[@revision]' -> (repo_id, revision)."""
-    body = source[len("hf://"):]
-    repo_id, _, revision = body.partition("@")
-    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise SegzooError(f"{source!r}: expected hf://org/repo or hf://org/repo@revision")
-    return repo_id, revision or None

@@ -1,0 +1,71 @@
+"""The README's generated sections, from committed files: the zoo table (segzoo/zoo_registry.json),
+the results table (model_cards/*/metrics.json and metrics_tta.json, benchmark.json's times)
+and the benchmark section (benchmark.md). scripts/update_readme.py writes them; a test checks
+that README.md is what render() gives.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from segzoo.errors import SegzooError
+from segzoo.zoo.registry import REGISTRY_FILE
+
+
+def results_table(root: Path) -> str:
+    """One row per zoo folder root/model_cards/<name>/ with metrics.json: its test metrics
+    (metrics_tta.json's Dice / AJI beside them) and the benchmark's median times
+    (root/benchmark.json)."""
+    bench = {}
+    if (root / "benchmark.json").is_file():
+        data = json.loads((root / "benchmark.json").read_text())
+        for row in data["tile"]:
+            bench.setdefault(row["model"], {})[row["runtime"]] = row["median_ms"]
+    lines = ["| Model | Loss | Accuracy | Precision | Recall | F1/Dice | IoU | AJI | PQ | "
+             "F1/Dice / AJI with TTA | params | CPU ms / 1000x1000 (Keras / ONNX fp32 / int8) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for folder in sorted(p for p in (root / "model_cards").iterdir() if (p / "metrics.json").is_file()):
+        m = json.loads((folder / "metrics.json").read_text())
+        micro, mean = m["micro"], m["mean"]
+        times = bench.get(folder.name, {})
+        ms = " / ".join(f"{times[k]:.0f}" if k in times else "-" for k in ("keras", "onnx-fp32", "onnx-int8"))
+        tta = "-"
+        if (folder / "metrics_tta.json").is_file():
+            t = json.loads((folder / "metrics_tta.json").read_text())
+            tta = f"{t['micro']['dice']:.4f} / {t['mean'].get('aji', float('nan')):.4f}"
+        lines.append(f"| {folder.name} | {mean['loss']:.4f} | {micro['accuracy']:.4f} | {micro['precision']:.4f} | "
+                     f"{micro['recall']:.4f} | {micro['dice']:.4f} | {micro['iou']:.4f} | "
+                     f"{mean.get('aji', float('nan')):.4f} | {mean.get('pq', float('nan')):.4f} | {tta} | "
+                     f"{m.get('params', 0) / 1e6:.2f}M | {ms} |")
+    return "\n".join(lines)
+
+
+def zoo_table(root: Path) -> str:
+    """One row per entry of root/segzoo/zoo_registry.json (what segzoo.load accepts by name)."""
+    registry = json.loads((root / "segzoo" / REGISTRY_FILE).read_text())["models"]
+    lines = ["| name | architecture | Hub repo | files |", "|---|---|---|---|"]
+    for name, entry in sorted(registry.items()):
+        lines.append(f"| `{name}` | `{entry['architecture']}` | `{entry['repo_id']}` | "
+                     f"{', '.join(f'`{f}`' for f in entry['files'])} |")
+    return "\n".join(lines)
+
+
+def replace(text: str, key: str, body: str) -> str:
+    """`text` with the lines between <!-- key:start --> and <!-- key:end --> set to `body`;
+    SegzooError when the markers are missing."""
+    pattern = re.compile(rf"(<!-- {key}:start -->\n).*?(<!-- {key}:end -->)", re.S)
+    if not pattern.search(text):
+        raise SegzooError(f"README.md has no <!-- {key}:start --> ... <!-- {key}:end --> markers")
+    return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+
+
+def render(text: str, root: Path) -> str:
+    """README text with its generated sections (zoo, results, benchmark) replaced by what the
+    files of the checkout at `root` say."""
+    text = replace(text, "zoo", zoo_table(root))
+    text = replace(text, "results", results_table(root))
+    if (root / "benchmark.md").is_file():
+        text = replace(text, "benchmark", (root / "benchmark.md").read_text().rstrip())
+    return text
