@@ -194,7 +194,7 @@ def test_failing_tasks_fail_their_slide_with_the_workers_error(slides, predictor
 
 
 def test_a_worker_with_another_model_is_refused(predictor):
-    from segzoo.slides.pipeline import model_fingerprint
+    from segzoo.slides.manifest import model_fingerprint
     from segzoo.slides.worker import worker_predictor
 
     key = (MODEL, "int8", "auto")

@@ -97,7 +97,7 @@ def worker_predictor(model: ModelKey, fingerprint: list[float] | None = None,
     onnxruntime sessions with onnx_threads(host_threads) threads. SegzooError when its outputs
     differ from `fingerprint` (the client's model_fingerprint): the worker sees other model
     files than the client."""
-    from segzoo.slides.pipeline import fingerprints_differ, model_fingerprint
+    from segzoo.slides.manifest import fingerprints_differ, model_fingerprint
 
     threads = onnx_threads(host_threads)
     with _models_lock:
