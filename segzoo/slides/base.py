@@ -40,6 +40,25 @@ def padded_read(array: np.ndarray, x: int, y: int, width: int, height: int) -> n
     return out
 
 
+def rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
+    """HxWx4 unassociated RGBA -> HxWx3 uint8 composited over white (alpha 0 -> white glass)."""
+    rgb, alpha = rgba[..., :3], rgba[..., 3:4]
+    if alpha.min() == 255:
+        return np.ascontiguousarray(rgb)
+    a = alpha.astype(np.float32) / 255.0
+    out = rgb.astype(np.float32) * a + BACKGROUND * (1.0 - a)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def check_region(slide: Slide, level: int, width: int, height: int) -> None:
+    """ValueError unless `level` is one of the slide's levels and the size is non-negative."""
+    n = len(slide.level_dimensions)
+    if not isinstance(level, (int, np.integer)) or not 0 <= level < n:
+        raise ValueError(f"{slide.path}: level must be an integer in 0..{n - 1}, got {level!r}")
+    if width < 0 or height < 0:
+        raise ValueError(f"region size must be non-negative, got width={width}, height={height}")
+
+
 @dataclass
 class ArraySlide:
     """A single-level slide held in memory (a plain image, or a test fixture)."""

@@ -217,7 +217,7 @@ def read_box(slide, grid: Grid, box: Box) -> np.ndarray:
     x0, y0, x1, y1 = box
     if grid.scale == 1.0:
         return slide.read_region(grid.level, x0, y0, x1 - x0, y1 - y0)
-    from segzoo.slides.reader import read_scaled
+    from segzoo.slides.resolution import read_scaled
 
     return read_scaled(slide, grid.level, grid.scale, x0, y0, x1 - x0, y1 - y0)
 

@@ -141,7 +141,7 @@ def working_grid(slide, config: ModelConfig, mpp: float | None = None) -> tuple[
     `mpp` (microns per level-0 pixel) overrides the slide's. Raises SegzooError for a slide
     file with no resolution and no override (a plain in-memory image is assumed to be at the
     model's resolution)."""
-    from segzoo.slides.reader import best_level, working_scale
+    from segzoo.slides.resolution import best_level, working_scale
 
     name = _slide_name(slide)
     target = config.resolution.mpp
