@@ -18,7 +18,7 @@ from PIL import Image
 pytest.importorskip("distributed")
 
 from segzoo.errors import SegzooError
-from segzoo.slides.batch import SUMMARY_FILENAME, predict_slides
+from segzoo.slides.batch import SUMMARY_FILENAME, predict_slides, slide_files
 
 MODEL = "unet-monuseg"
 OPTIONS = {"precision": "int8", "chunk_size": 256, "halo": 32, "progress": False}
@@ -146,7 +146,7 @@ def test_a_stopped_client_resumes_from_the_chunks_done(slides, reference, predic
         predict_slides(MODEL, [slides], tmp_path, client=client, predictor=predictor, on_chunk=stop_after_three,
                        **OPTIONS)
     rows = _summary(tmp_path)  # written on the way out: nothing finished
-    assert [r["status"] for r in rows] == ["error"] * 3 and all("interrupted" in r["error"] for r in rows)
+    assert [r["status"] for r in rows] == ["error"] * 3 and all("run stopped" in r["error"] for r in rows)
     done = list(tmp_path.glob("*.segzoo-chunks/chunk_*.npz"))
     assert len(done) >= 3
     assert not list(tmp_path.glob("*.geojson"))
@@ -208,6 +208,8 @@ def test_options_are_checked(slides, tmp_path):
         predict_slides(MODEL, [slides], tmp_path, client="tcp://127.0.0.1:9", workers=2)
     with pytest.raises(SegzooError, match="positive number"):
         predict_slides(MODEL, [slides], tmp_path, workers=0)
+    assert slide_files([slides / "a.svs", slides, slides / ".." / slides.name / "c.png"]) == [
+        slides / "a.svs", slides / "b.ome.tif", slides / "c.png"]  # each slide once, in order
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "a.png").write_bytes(b"")
     with pytest.raises(SegzooError, match="both write a.geojson"):

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 SUMMARY_FILENAME = "segzoo_summary.csv"
 SUMMARY_COLUMNS = ("slide", "status", "nuclei", "tissue_mpx", "seconds", "chunks", "chunks_resumed",
                    "failed_chunks", "error", "geojson")
-INTERRUPTED = "not finished: the run was interrupted; run the same command again to resume"
+INTERRUPTED = "not finished: the run stopped before this slide was done; run the same command again to resume"
 
 ChunkCallback = Callable[[str, Chunk, "int | None"], None]
 """on_chunk(slide, chunk, nuclei): called after each chunk, nuclei None when the chunk could
@@ -53,8 +53,9 @@ not be read; an exception from it stops the run (finished chunks stay for a resu
 
 def slide_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """The slide files of `paths`, in order: a file as it is, a folder's files with a slide
-    suffix (segzoo.slides.reader.SLIDE_SUFFIXES) in name order, hidden files skipped.
-    DataError for a path that does not exist or a folder without slide files."""
+    suffix (segzoo.slides.reader.SLIDE_SUFFIXES) in name order, hidden files skipped, a file
+    listed twice kept once. DataError for a path that does not exist or a folder without slide
+    files."""
     files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
@@ -67,7 +68,10 @@ def slide_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
             files.append(path)
         else:
             raise DataError(f"{path}: no such file or folder")
-    return files
+    unique: dict[Path, Path] = {}
+    for path in files:
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
 
 
 def check_stems(files: list[Path]) -> None:
@@ -75,7 +79,7 @@ def check_stems(files: list[Path]) -> None:
     seen: dict[str, Path] = {}
     for path in files:
         stem = output_stem(path)
-        if stem in seen and seen[stem].resolve() != path.resolve():
+        if stem in seen:
             raise SegzooError(f"{seen[stem]} and {path} would both write {stem}.geojson (and the rest of "
                               "the outputs) in one folder; predict them into separate --out folders")
         seen[stem] = path
