@@ -189,7 +189,7 @@ def _keep_log(stage: dict | None, target: Path, prefer: str | None = None) -> st
 
 
 def _first_tile(folder: Path):
-    from segzoo.data.monuseg import discover_samples
+    from segzoo.datasets.monuseg import discover_samples
     from segzoo.io.images import read_image
 
     return read_image(discover_samples(folder)[0].image)

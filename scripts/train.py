@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""Train a segzoo model on a MoNuSeg-layout folder (same as `segzoo train`)."""
+"""Train a segzoo model on a MoNuSeg-layout folder (the same command as `segzoo train`)."""
 
 import sys
 
-from segzoo.training import main
+from segzoo.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["train", *sys.argv[1:]]))

@@ -8,7 +8,7 @@ import argparse
 import logging
 import sys
 
-from segzoo.training import tune_postprocessing
+from segzoo.training.selection import tune_postprocessing
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from segzoo.config import ModelConfig
-from segzoo.data.monuseg import discover_samples, load_sample
+from segzoo.datasets.monuseg import discover_samples, load_sample
 from segzoo.errors import SegzooError
 from segzoo.io.files import atomic_write_bytes, atomic_write_text
 from segzoo.metrics import (
@@ -91,7 +91,7 @@ def evaluate(run_batch: BatchRunner, config: ModelConfig, data: str | Path, *, t
         "instance_errors": {**error_totals, **instance_error_rates(error_totals)} if error_totals["truth"] else None,
         "per_image": per_image,
         "notes": ("micro: pixel counts summed over all images; mean: average of per-image values. "
-                  "Ground truth: XML polygons rasterised with segzoo.data.monuseg's rule (pixel centre inside, "
+                  "Ground truth: XML polygons rasterised with segzoo.datasets.monuseg's rule (pixel centre inside, "
                   "top-left rule on the outline), the PNG masks' convention. "
                   "AJI/PQ: instance labels from the predictor's post-processing vs XML regions. "
                   "instance_errors, pooled over the images with XML: split = annotated nuclei covered >= 20% "

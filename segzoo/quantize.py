@@ -15,7 +15,7 @@ from segzoo.runtime.onnx_format import INPUT_NAME, META_CONFIG, META_VERSION, me
 
 def calibration_batches(folder: str | os.PathLike, config, *, patches: int = 32, size: int = 256, seed: int = 0):
     """Normalised random crops of the images in `folder` (a MoNuSeg layout or a flat folder)."""
-    from segzoo.data.monuseg import discover_samples
+    from segzoo.datasets.monuseg import discover_samples
     from segzoo.io.images import read_image
     from segzoo.predict.preprocessing import normalize
 

@@ -59,7 +59,7 @@ def write_monuseg_folder(root: Path, n: int = 4, size: int = 96, seed: int = 0, 
     import tifffile
     from PIL import Image
 
-    from segzoo.data.monuseg import rasterize_regions
+    from segzoo.datasets.monuseg import rasterize_regions
 
     rng = np.random.default_rng(seed)
     for sub in ("images", "annotations", "masks"):

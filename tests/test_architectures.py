@@ -39,7 +39,7 @@ class TestArchitecture:
     def test_training_step_lowers_loss(self, name):
         import keras
 
-        from segzoo.losses import bce_dice_loss
+        from segzoo.training.losses import bce_dice_loss
 
         model = self._model(name)
         s = model_stride(name, **tiny_kwargs(name))
@@ -58,8 +58,8 @@ class TestArchitecture:
         """`segzoo train --dtype-policy mixed_bfloat16` builds the model under that policy."""
         import keras
 
-        from segzoo.losses import bce_dice_loss
-        from segzoo.training import dtype_policy
+        from segzoo.training.losses import bce_dice_loss
+        from segzoo.training.model import dtype_policy
 
         with dtype_policy("mixed_bfloat16"):
             model = self._model(name)

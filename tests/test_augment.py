@@ -1,8 +1,8 @@
 import numpy as np
 
 from segzoo.config import Preprocessing
-from segzoo.data.augment import AugmentConfig, PatchSampler
-from segzoo.data.pipeline import make_dataset, patch_batches
+from segzoo.training.augment import AugmentConfig, PatchSampler
+from segzoo.training.pipeline import make_dataset, patch_batches
 
 
 def _tiles():
@@ -92,7 +92,7 @@ def test_intensity_augmentation_off_leaves_the_default_stream_alone(monkeypatch)
     """Off (the default), the intensity step draws nothing: a stream of patches from one generator
     equals the stream of the code without the step, so the released recipes' patches are unchanged.
     A draw when off would shift every later patch of the stream."""
-    from segzoo.data import augment
+    from segzoo.training import augment
 
     images, masks = _tiles()
     sampler = PatchSampler(images, masks, 32)

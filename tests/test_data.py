@@ -8,7 +8,7 @@ import tifffile
 from conftest import write_monuseg_folder, xml_text
 from PIL import Image
 
-from segzoo.data.monuseg import discover_samples, load_sample, rasterize_regions, read_xml_regions
+from segzoo.datasets.monuseg import discover_samples, load_sample, rasterize_regions, read_xml_regions
 from segzoo.errors import DataError
 from segzoo.io.images import read_image
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from segzoo.losses import LOSSES, get_loss
+from segzoo.training.losses import LOSSES, get_loss
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))

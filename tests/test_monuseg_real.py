@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from segzoo.data.monuseg import discover_samples, load_sample
+from segzoo.datasets.monuseg import discover_samples, load_sample
 from segzoo.io.images import read_mask
 from segzoo.metrics import PixelCounts, pixel_counts
 

@@ -13,12 +13,17 @@ import pytest
 from PIL import Image
 
 from segzoo.cli import main as cli_main
-from segzoo.data.monuseg import discover_samples
+from segzoo.datasets.monuseg import discover_samples
 from segzoo.models.folders import load_model
-from segzoo.training import CHECKPOINT_DIR, split_train_val
-from segzoo.training import main as train_main
+from segzoo.training.run_folder import CHECKPOINT_DIR
+from segzoo.training.split import split_train_val
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def train_main(argv: list[str]) -> int:
+    """`segzoo train ARGV`'s exit code."""
+    return cli_main(["train", *argv])
 
 
 def _train_args(data, out, *extra):
@@ -341,7 +346,7 @@ def test_bfloat16_training_saves_a_float32_model_and_resumes_in_bfloat16(trained
 def test_precise_batchnorm_sets_the_mean_of_batch_statistics(trained, tmp_path):
     import keras
 
-    from segzoo.training import recompute_batchnorm_statistics
+    from segzoo.training.precise_bn import recompute_batchnorm_statistics
 
     inputs = keras.Input((None, None, 2))
     model = keras.Model(inputs, keras.layers.BatchNormalization(momentum=0.9)(inputs))

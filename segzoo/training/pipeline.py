@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from segzoo.config import Preprocessing
-from segzoo.data.augment import PatchSampler
 from segzoo.predict.preprocessing import normalize
+from segzoo.training.augment import PatchSampler
 
 
 def patch_batch(sampler: PatchSampler, batch_size: int, prep: Preprocessing, *, seed: int,

@@ -1,0 +1,81 @@
+"""The settings of one training run: `segzoo train`'s options as a dataclass (the CLI builds it
+from its arguments and takes its defaults from here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from segzoo.errors import SegzooError
+from segzoo.training.augment import AugmentConfig
+
+SCHEDULES = ("cosine", "constant")
+DTYPE_POLICIES = ("float32", "mixed_bfloat16")
+
+
+@dataclass
+class TrainOptions:
+    """One run. data: training folder (MoNuSeg layout); out: run folder (becomes a model
+    folder). architecture (a registered name) unless init_from (a model folder, zoo name or
+    hf:// URI) gives it; settings_from: a validated model whose threshold and post-processing
+    a refit takes. Sizes in pixels, lr the peak AdamW learning rate, max_minutes a wall-clock
+    budget (None: none). See `segzoo train --help` for each option."""
+
+    data: str
+    out: str
+    architecture: str | None = None
+    init_from: str | None = None
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None
+    patch_size: int = 256
+    batch_size: int = 8
+    epochs: int = 40
+    steps_per_epoch: int = 50
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    warmup_steps: int = 100
+    ema_momentum: float | None = None
+    dtype_policy: str = "float32"
+    precise_bn: int = 0
+    loss: str = "bce_dice"
+    settings_from: str | None = None
+    val_fraction: float = 0.2
+    val_stems: list[str] | None = None
+    val_tta: bool = False
+    no_augment: bool = False
+    hed_sigma: float = AugmentConfig.hed_sigma
+    intensity_augment: bool = False
+    scale_jitter: tuple[float, float] = (AugmentConfig.scale_min, AugmentConfig.scale_max)
+    min_object_size: int = 10
+    seed: int = 0
+    max_minutes: float | None = None
+    resume: bool = False
+    overwrite: bool = False
+
+    def check(self) -> TrainOptions:
+        """SegzooError naming the option for settings no run can use; returns self."""
+        if not isinstance(self.arch_kwargs, dict):
+            raise SegzooError("--arch-kwargs must be a JSON object")
+        if int(self.arch_kwargs.get("num_classes", 1)) != 1:
+            raise SegzooError("MoNuSeg training is binary (nuclei vs background); use num_classes=1")
+        if not self.architecture and not self.init_from:
+            raise SegzooError("give --architecture (-a) or --init-from")
+        if self.schedule not in SCHEDULES:
+            raise SegzooError(f"unknown schedule {self.schedule!r}; valid schedules: {', '.join(SCHEDULES)}")
+        if self.dtype_policy not in DTYPE_POLICIES:
+            raise SegzooError(f"unknown dtype policy {self.dtype_policy!r}; valid: {', '.join(DTYPE_POLICIES)}")
+        from segzoo.training.losses import LOSSES
+
+        if self.loss not in LOSSES:
+            raise SegzooError(f"unknown loss {self.loss!r}; valid losses: {', '.join(LOSSES)}")
+        if self.resume and self.overwrite:
+            raise SegzooError("--resume and --overwrite exclude each other")
+        return self
+
+    def augmentation(self) -> AugmentConfig:
+        """The patch augmentation these options ask for."""
+        if self.no_augment:
+            return AugmentConfig.disabled()
+        make = AugmentConfig.with_intensity if self.intensity_augment else AugmentConfig
+        return make(hed_sigma=self.hed_sigma, scale_min=self.scale_jitter[0], scale_max=self.scale_jitter[1])
