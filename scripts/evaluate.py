@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""Evaluate a model folder on a MoNuSeg-layout folder (same as `segzoo evaluate`)."""
+"""Evaluate a model folder on a data folder (the same command as `segzoo evaluate`)."""
 
 import sys
 
-from segzoo.evaluation import main
+from segzoo.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["evaluate", *sys.argv[1:]]))

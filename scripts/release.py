@@ -115,7 +115,7 @@ def main(argv=None) -> int:
 def _export_onnx_files(dest: Path, data: Path) -> None:
     """model.onnx (parity-checked), and model.int8.onnx when its test Dice is within
     INT8_MAX_DICE_DROP of the Keras model's (metrics.json); the comparison goes to int8_check.json."""
-    from segzoo.evaluation import evaluate
+    from segzoo.evaluation.evaluate import evaluate
     from segzoo.export import export_onnx
     from segzoo.io.files import atomic_write_text
     from segzoo.quantize import quantize_int8

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from segzoo.metrics import (
+from segzoo.evaluation.metrics import (
     aggregated_jaccard_index,
     instance_error_rates,
     instance_errors,

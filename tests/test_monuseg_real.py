@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from segzoo.datasets.monuseg import discover_samples, load_sample
+from segzoo.evaluation.metrics import PixelCounts, pixel_counts
 from segzoo.io.images import read_mask
-from segzoo.metrics import PixelCounts, pixel_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -75,7 +75,7 @@ METRIC_FILES = [(folder, name) for folder in CARDS for name in ("metrics.json", 
 def test_committed_metrics_are_reproduced(real_monuseg, folder, name):
     """Re-evaluating each zoo folder on the test set reproduces its metrics.json (and
     metrics_tta.json, with D4 test-time augmentation) to 1e-4."""
-    from segzoo.evaluation import evaluate, metrics_stem
+    from segzoo.evaluation.evaluate import evaluate, metrics_stem
     from segzoo.models.folders import load_model
     from segzoo.runtime.keras import keras_runner
 

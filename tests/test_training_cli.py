@@ -258,11 +258,10 @@ def test_split_is_deterministic_and_disjoint(monuseg_folder):
     assert a == b and len(a[1]) == 1 and not set(a[0]) & set(a[1])
 
 
-def test_evaluate_script_writes_tables_and_figure(trained):
+def test_evaluate_writes_tables_and_figure(trained, capsys):
     data, out = trained
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), str(out), "--data", str(data),
-                             "--out", str(out / "eval"), "--figure", "2"], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    assert cli_main(["evaluate", str(out), "--data", str(data), "--out", str(out / "eval"), "--figure", "2"]) == 0, \
+        capsys.readouterr().err
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     for key in ("accuracy", "precision", "recall", "dice", "iou"):
         assert 0 <= metrics["micro"][key] <= 1

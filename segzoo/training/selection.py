@@ -11,7 +11,7 @@ import numpy as np
 
 from segzoo.config import CONFIG_FILENAME, ModelConfig
 from segzoo.datasets.monuseg import discover_samples, load_sample
-from segzoo.metrics import PixelCounts, aggregated_jaccard_index, pixel_counts
+from segzoo.evaluation.metrics import PixelCounts, aggregated_jaccard_index, pixel_counts
 from segzoo.predict.postprocessing import probabilities_to_instances
 from segzoo.predict.tiling import predict_probabilities
 from segzoo.runtime.keras import keras_runner

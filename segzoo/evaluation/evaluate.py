@@ -1,4 +1,4 @@
-"""Evaluation behind `scripts/evaluate.py` and `segzoo evaluate`.
+"""Evaluation behind `segzoo evaluate` (and scripts/evaluate.py, the same command).
 
 A model folder and a data folder give the original repo's table (Loss,
 Accuracy, Precision, Recall, F1/Dice) plus IoU, AJI and PQ, written as
@@ -10,20 +10,17 @@ Loss is the pixel binary cross-entropy of the probabilities, mean over images.
 
 from __future__ import annotations
 
-import argparse
+import io
 import json
 import logging
-import sys
-import time
+import os
 from pathlib import Path
 
 import numpy as np
 
 from segzoo.config import ModelConfig
 from segzoo.datasets.monuseg import discover_samples, load_sample
-from segzoo.errors import SegzooError
-from segzoo.io.files import atomic_write_bytes, atomic_write_text
-from segzoo.metrics import (
+from segzoo.evaluation.metrics import (
     PixelCounts,
     aggregated_jaccard_index,
     instance_error_rates,
@@ -31,7 +28,9 @@ from segzoo.metrics import (
     panoptic_quality,
     pixel_counts,
 )
-from segzoo.predict.postprocessing import probabilities_to_instances
+from segzoo.io.files import atomic_write_bytes, atomic_write_text
+from segzoo.io.outputs import overlay_image
+from segzoo.predict.postprocessing import count_nuclei, probabilities_to_instances
 from segzoo.predict.tiling import BatchRunner, predict_probabilities
 from segzoo.provenance import portable_path
 
@@ -66,8 +65,8 @@ def evaluate(run_batch: BatchRunner, config: ModelConfig, data: str | Path, *, t
             row.update(split=errors["split"], merged=errors["merged"], unmatched=errors["unmatched"])
             for key in error_totals:
                 error_totals[key] += errors[key]
-        row["nuclei_true"] = int(len(np.unique(gt.labels)) - 1) if gt.labels is not None else None
-        row["nuclei_pred"] = int(labels.max() and len(np.unique(labels)) - 1)
+        row["nuclei_true"] = count_nuclei(gt.labels) if gt.labels is not None else None
+        row["nuclei_pred"] = count_nuclei(labels)
         per_image.append(row)
         log.info("%s: dice %.4f%s", sample.stem, row["dice"],
                  f"  aji {row['aji']:.4f}  pq {row['pq']:.4f}" if "aji" in row else "")
@@ -125,7 +124,6 @@ def render_figure(figures: list, path: Path, crop: int = 400) -> None:
     """Rows of (image | ground-truth outlines | predicted outlines) as one PNG, each
     a centred crop of at most `crop` pixels so outlines stay visible and the file small."""
     from PIL import Image
-    from skimage.segmentation import find_boundaries
 
     rows = []
     for image, truth, pred in figures:
@@ -133,73 +131,34 @@ def render_figure(figures: list, path: Path, crop: int = 400) -> None:
         y, x = max((h - crop) // 2, 0), max((w - crop) // 2, 0)
         box = (slice(y, y + crop), slice(x, x + crop))
         image, truth, pred = image[box], truth[box], pred[box]
-        panels = [image]
-        for labels, colour in ((truth, (0, 255, 0)), (pred, (255, 255, 0))):
-            over = image.copy()
-            over[find_boundaries(labels, mode="inner")] = colour
-            panels.append(over)
+        panels = [image, overlay_image(image, truth, colour=(0, 255, 0)), overlay_image(image, pred)]
         rows.append(np.concatenate(panels, axis=1))
     width = max(r.shape[1] for r in rows)
     canvas = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0)
-    import io
-
     buffer = io.BytesIO()
     Image.fromarray(canvas).save(buffer, format="PNG", optimize=True)
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from segzoo.cli import OneLineParser, non_empty, non_negative_int
+def evaluate_folder(model: str | os.PathLike, data: str | os.PathLike, *, out: str | os.PathLike | None = None,
+                    tta: bool = False, figure: int = 0, name: str | None = None) -> tuple[dict, str, list[Path]]:
+    """Evaluate the Keras model folder `model` on `data` and write <stem>.json and <stem>.md
+    (metrics_stem: metrics or metrics_tta) and, with `figure` images, figure.png into `out`
+    (default: the model folder). Returns (metrics, the markdown table, the files written)."""
+    from segzoo.models.folders import load_model
+    from segzoo.runtime.keras import keras_runner
 
-    p = OneLineParser(prog="segzoo evaluate", description=__doc__.split("\n\n")[0],
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("model", help="model folder (config.json + model.weights.h5)")
-    p.add_argument("--data", required=True, help="data folder, e.g. ../shared/monuseg/test")
-    p.add_argument("--out", default=None, type=non_empty,
-                   help="folder for metrics.json/metrics.md (default: the model folder)")
-    p.add_argument("--tta", action="store_true",
-                   help="D4 test-time augmentation (8 passes); writes metrics_tta.json/.md instead")
-    p.add_argument("--figure", type=non_negative_int, default=0, metavar="N",
-                   help="write figure.png with the first N images")
-    p.add_argument("--name", default=None, help="model name in the table (default: config name)")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from segzoo.io.files import output_folder_problem
-
-    # Where the tables go is checked before the evaluation, not after it.
-    if args.out is not None:
-        problem = output_folder_problem(args.out)
-        problem = problem and f"--out {problem}"
-    else:  # the model folder itself; load_model reports a missing one
-        problem = output_folder_problem(args.model) if Path(args.model).is_dir() else None
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
-    try:
-        from segzoo.models.folders import load_model
-        from segzoo.runtime.keras import keras_runner
-
-        model, config = load_model(args.model)
-        started = time.monotonic()
-        metrics, figures = evaluate(keras_runner(model), config, args.data, tta=args.tta,
-                                    figure_stems=args.figure)
-        metrics["model"] = config.name or Path(args.model).name
-        metrics["params"] = int(model.count_params())
-        out = Path(args.out or args.model)
-        name = args.name or metrics["model"]
-        stem = metrics_stem(args.tta)
-        atomic_write_text(out / f"{stem}.json", json.dumps(metrics, indent=2) + "\n")
-        table = markdown_table(metrics, name)
-        atomic_write_text(out / f"{stem}.md", table)
-        if figures:
-            render_figure(figures, out / "figure.png")
-    except SegzooError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(table)
-    print(f"wrote {out / (stem + '.json')} and {out / (stem + '.md')} in {time.monotonic() - started:.0f} s")
-    return 0
+    keras_model, config = load_model(model)
+    metrics, figures = evaluate(keras_runner(keras_model), config, data, tta=tta, figure_stems=figure)
+    metrics["model"] = config.name or Path(model).name
+    metrics["params"] = int(keras_model.count_params())
+    folder = Path(out if out is not None else model)
+    stem = metrics_stem(tta)
+    table = markdown_table(metrics, name or metrics["model"])
+    written = [folder / f"{stem}.json", folder / f"{stem}.md"]
+    atomic_write_text(written[0], json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(written[1], table)
+    if figures:
+        written.append(folder / "figure.png")
+        render_figure(figures, written[-1])
+    return metrics, table, written
