@@ -304,10 +304,10 @@ def export_main(argv: list[str]) -> int:
         return 2
     try:
         if args.quantize:  # a calibration folder without images fails here, before anything is written
-            from segzoo.datasets.monuseg import discover_samples
+            from segzoo.io.images import find_images
 
-            discover_samples(args.calibration, require_ground_truth=False)
-        from segzoo.export import export_onnx
+            find_images(args.calibration)
+        from segzoo.export.onnx import export_onnx
         from segzoo.zoo.sources import model_folder
 
         folder = model_folder(args.model)
@@ -315,7 +315,7 @@ def export_main(argv: list[str]) -> int:
         print(f"wrote {info['path']} ({info['bytes'] / 1e6:.1f} MB, opset {info['opset']}, "
               f"max |onnx - keras| {info['max_abs_diff']:.1e})")
         if args.quantize:
-            from segzoo.quantize import quantize_int8
+            from segzoo.export.quantize import quantize_int8
 
             q = quantize_int8(out, target, args.calibration, overwrite=args.overwrite)
             print(f"wrote {q['path']} ({q['bytes'] / 1e6:.1f} MB)")

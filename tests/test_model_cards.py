@@ -94,7 +94,7 @@ class TestZooFolder:
         """Parity for the shipped ONNX files: fp32 within 1e-4 of Keras on a random and a real tile."""
         import numpy as np
 
-        from segzoo.export import parity_inputs
+        from segzoo.export.onnx import parity_inputs
         from segzoo.io.images import read_image, sample_image_path
         from segzoo.models.folders import load_model
         from segzoo.runtime.onnx import onnx_runner

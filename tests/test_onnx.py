@@ -30,7 +30,7 @@ def _folder(tmp_path, name, **extra):
 @pytest.mark.parametrize("name, extra", [(name, {}) for name in list_architectures()]
                          + [("unet", {"residual": True})])
 def test_export_parity_and_same_predictions(name, extra, tmp_path):
-    from segzoo.export import export_onnx
+    from segzoo.export.onnx import export_onnx
 
     folder = _folder(tmp_path, name, **extra)
     info = export_onnx(folder, folder / "model.onnx")
@@ -45,7 +45,7 @@ def test_export_parity_and_same_predictions(name, extra, tmp_path):
 
 
 def test_export_refuses_to_overwrite(tmp_path):
-    from segzoo.export import export_onnx
+    from segzoo.export.onnx import export_onnx
 
     folder = _folder(tmp_path, "unet")
     (folder / "model.onnx").write_bytes(b"x")
@@ -57,7 +57,7 @@ def test_tampered_and_foreign_onnx_refused(tmp_path):
     import onnx
     from onnx import helper, numpy_helper
 
-    from segzoo.export import export_onnx
+    from segzoo.export.onnx import export_onnx
 
     folder = _folder(tmp_path, "unet")
     export_onnx(folder, tmp_path / "m.onnx")
@@ -79,7 +79,7 @@ def test_tampered_and_foreign_onnx_refused(tmp_path):
 
 
 def test_onnx_prediction_never_imports_tensorflow_or_keras(tmp_path):
-    from segzoo.export import export_onnx
+    from segzoo.export.onnx import export_onnx
 
     folder = _folder(tmp_path, "unet")
     export_onnx(folder, tmp_path / "bare.onnx")
@@ -106,8 +106,8 @@ def test_onnx_prediction_never_imports_tensorflow_or_keras(tmp_path):
 
 
 def test_int8_quantization_keeps_metadata(tmp_path, monuseg_folder):
-    from segzoo.export import export_onnx
-    from segzoo.quantize import quantize_int8
+    from segzoo.export.onnx import export_onnx
+    from segzoo.export.quantize import quantize_int8
 
     folder = _folder(tmp_path, "unet")
     export_onnx(folder, tmp_path / "m.onnx")
@@ -119,8 +119,8 @@ def test_int8_quantization_keeps_metadata(tmp_path, monuseg_folder):
 
 
 def test_precision_int8_loads_the_int8_file_of_a_folder(tmp_path, monuseg_folder):
-    from segzoo.export import export_onnx
-    from segzoo.quantize import quantize_int8
+    from segzoo.export.onnx import export_onnx
+    from segzoo.export.quantize import quantize_int8
 
     folder = _folder(tmp_path, "unet")
     with pytest.raises(SegzooError, match="no model.int8.onnx"):
@@ -160,7 +160,7 @@ def _op_types(path) -> list[str]:
 
 
 def test_export_drops_the_noop_crop_after_stride_sized_up_convolutions(tmp_path):
-    from segzoo.export import export_onnx
+    from segzoo.export.onnx import export_onnx
 
     folder = _folder(tmp_path, "unet")
     export_onnx(folder, folder / "model.onnx")
@@ -169,7 +169,7 @@ def test_export_drops_the_noop_crop_after_stride_sized_up_convolutions(tmp_path)
 
 
 def test_export_splits_each_decoder_concat_into_per_input_convolutions(tmp_path):
-    from segzoo.export import export_onnx
+    from segzoo.export.onnx import export_onnx
 
     folder = _folder(tmp_path, "unet")
     export_onnx(folder, folder / "model.onnx")  # parity with Keras is part of the export
@@ -182,7 +182,7 @@ def test_split_concatenated_convolution_gives_the_same_output():
     import onnxruntime as ort
     from onnx import helper, numpy_helper
 
-    from segzoo.onnx_rewrite import split_concatenated_convolutions
+    from segzoo.export.rewrite import split_concatenated_convolutions
 
     rng = np.random.default_rng(0)
     sizes = (3, 5, 2)
@@ -209,7 +209,7 @@ def test_export_keeps_the_crop_of_other_up_convolutions(tmp_path):
     """kernel 3 / stride 2 'same': ONNX gives 2H+1 rows and tf2onnx's Slice crops one; it must stay."""
     import keras
 
-    from segzoo.export import check_parity, keras_to_onnx
+    from segzoo.export.onnx import check_parity, keras_to_onnx
     from segzoo.predict.preprocessing import normalize
 
     inputs = keras.Input((None, None, 3))
@@ -229,7 +229,7 @@ def test_dilated_same_convolutions_export_as_one_dilated_conv(kernel, rate):
     dilations (the padding split of 'same' included: even kernels pad less before than after)."""
     import keras
 
-    from segzoo.export import check_parity, keras_to_onnx
+    from segzoo.export.onnx import check_parity, keras_to_onnx
     from segzoo.predict.preprocessing import normalize
 
     inputs = keras.Input((None, None, 3))
@@ -253,7 +253,7 @@ def test_bilinear_upsampling_exports_as_one_resize_per_2x_step(factor):
     linear) instead of run-time-shaped Tile/Expand/Reshape and grouped Convs."""
     import keras
 
-    from segzoo.export import check_parity, keras_to_onnx
+    from segzoo.export.onnx import check_parity, keras_to_onnx
     from segzoo.models.architectures.layers import BilinearUpsample
 
     inputs = keras.Input((None, None, 3))
@@ -275,7 +275,7 @@ def test_segnet_pooling_mask_and_unpooling_export_as_resize():
     instead of run-time-shaped Reshape/Tile, and the layers are unchanged after export."""
     import keras
 
-    from segzoo.export import check_parity, keras_to_onnx
+    from segzoo.export.onnx import check_parity, keras_to_onnx
     from segzoo.models.architectures import layers
     from segzoo.models.architectures.layers import MaxPoolingWithMask, MaxUnpoolingWithMask
 
@@ -294,7 +294,7 @@ def test_segnet_pooling_mask_and_unpooling_export_as_resize():
 
 
 def test_export_converts_again_when_tf2onnx_gives_a_wrong_shape_and_gives_up_after_a_few(tmp_path, monkeypatch):
-    import segzoo.export as export
+    import segzoo.export.onnx as export
 
     folder = _folder(tmp_path, "unet")
     real_check, calls = export.check_parity, []

@@ -18,15 +18,6 @@ def test_there_are_zoo_folders_to_publish():
     assert CARDS, "no zoo folders under model_cards/"  # the tests below use CARDS[0]
 
 
-def _release_script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("segzoo_release", ROOT / "scripts" / "release.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 class FakeHfApi:
     def __init__(self):
         self.calls = []
@@ -81,19 +72,20 @@ def test_invalid_folder_is_refused(tmp_path):
 def test_release_names_the_released_folder_for_a_validation_run_that_does_not_ship(tmp_path, monkeypatch):
     """A refit's --settings-from run folder is replaced by the zoo folder (which ships its
     selections and log) in the source and the recorded commands; a zoo folder or zoo name is kept."""
-    release = _release_script()
+    from segzoo.export.release import settings_to_released_folder
+
     monkeypatch.chdir(ROOT)
     prov = {"command": "segzoo train -a unet --out runs/r --settings-from runs/val --seed 0",
             "resumed_with": ["segzoo train -a unet --out runs/r --settings-from=runs/val --resume"],
             "settings_from": {"source": "runs/val", "command": "segzoo train --out runs/val"}}
-    release.settings_to_released_folder(prov, ROOT / "model_cards" / "unet-monuseg")
+    settings_to_released_folder(prov, ROOT / "model_cards" / "unet-monuseg")
     assert prov["settings_from"] == {"source": "model_cards/unet-monuseg", "command": "segzoo train --out runs/val"}
     assert prov["command"] == "segzoo train -a unet --out runs/r --settings-from model_cards/unet-monuseg --seed 0"
     assert prov["resumed_with"] == [
         "segzoo train -a unet --out runs/r --settings-from=model_cards/unet-monuseg --resume"]
     for kept in ("model_cards/segnet-monuseg", "unet-monuseg"):
         prov = {"command": f"segzoo train --settings-from {kept}", "settings_from": {"source": kept}}
-        release.settings_to_released_folder(prov, ROOT / "model_cards" / "unet-monuseg")
+        settings_to_released_folder(prov, ROOT / "model_cards" / "unet-monuseg")
         assert prov == {"command": f"segzoo train --settings-from {kept}", "settings_from": {"source": kept}}
 
 
@@ -123,3 +115,35 @@ def test_release_embeds_an_edited_config_without_touching_the_graph(tmp_path):
     path.write_bytes(altered.SerializeToString())
     with pytest.raises(OnnxModelError, match="modified after export"):
         embed_config(path, config)
+
+
+def test_release_config_only_embeds_the_config_rewrites_the_card_and_pins_the_files(tmp_path):
+    """segzoo.export.release in 'config' mode on a copy of a zoo folder: both ONNX files carry the
+    edited config.json, the card is rendered again, and the registry pins the new sha256 values
+    (the revision is dropped: changed files must be published again). Other modes need --data,
+    and 'onnx'/'config' refuse a run folder that is not the released one."""
+    from segzoo.config import ModelConfig
+    from segzoo.export.release import release
+    from segzoo.runtime.onnx_format import read_segzoo_onnx
+    from segzoo.zoo.cards import render
+    from segzoo.zoo.hub import sha256_of
+
+    dest = tmp_path / "model_cards" / CARDS[0].name
+    shutil.copytree(CARDS[0], dest)
+    registry = tmp_path / "registry.json"
+    registry.write_text((ROOT / "segzoo" / "zoo_registry.json").read_text())
+    config = ModelConfig.load(dest)
+    config.resolution.mpp = 0.5
+    config.save(dest / "config.json")
+    record = {"command": "python scripts/release.py", "environment": None}
+    with pytest.raises(SegzooError, match="work on a released folder"):
+        release(CARDS[0], dest, name=dest.name, record=record, mode="config", registry_file=registry)
+    with pytest.raises(SegzooError, match="--data is required"):
+        release(dest, dest, name=dest.name, record=record, mode="onnx", registry_file=registry)
+    release(dest, dest, name=dest.name, record=record, mode="config", registry_file=registry)
+    for filename in ("model.onnx", "model.int8.onnx"):
+        assert read_segzoo_onnx(dest / filename)[1].resolution.mpp == 0.5
+    assert (dest / "README.md").read_text() == render(dest)
+    entry = json.loads(registry.read_text())["models"][dest.name]
+    assert entry["files"] == {f: sha256_of(dest / f) for f in entry["files"]} and entry["revision"] is None
+    assert entry["files"]["model.onnx"] != sha256_of(CARDS[0] / "model.onnx")

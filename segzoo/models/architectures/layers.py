@@ -12,7 +12,7 @@ def repeat_2x(x):
     """Nearest-neighbour 2x upsampling of (B, H, W, C): each pixel becomes a 2x2 block.
 
     A module function so that export can trace it as one resize
-    (segzoo.export.resize_for_nearest_upsampling)."""
+    (segzoo.export.onnx.resize_for_nearest_upsampling)."""
     return ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)
 
 

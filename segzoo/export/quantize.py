@@ -1,4 +1,5 @@
-"""int8 static quantization (onnxruntime.quantization, QDQ) calibrated on training tiles."""
+"""int8 static quantization (onnxruntime.quantization, QDQ) calibrated on image files (training
+tiles: a folder of images or a dataset folder, see segzoo.io.images.find_images)."""
 
 from __future__ import annotations
 
@@ -8,20 +9,21 @@ from pathlib import Path
 
 import numpy as np
 
+from segzoo.config import ModelConfig
 from segzoo.errors import SegzooError
 from segzoo.io.files import atomic_write_bytes, refuse_overwrite
+from segzoo.io.images import find_images, read_image
+from segzoo.predict.preprocessing import normalize
 from segzoo.runtime.onnx_format import INPUT_NAME, META_CONFIG, META_VERSION, metadata, read_segzoo_onnx, sign
 
 
-def calibration_batches(folder: str | os.PathLike, config, *, patches: int = 32, size: int = 256, seed: int = 0):
-    """Normalised random crops of the images in `folder` (a MoNuSeg layout or a flat folder)."""
-    from segzoo.datasets.monuseg import discover_samples
-    from segzoo.io.images import read_image
-    from segzoo.predict.preprocessing import normalize
-
-    samples = discover_samples(folder, require_ground_truth=False)
+def calibration_batches(folder: str | os.PathLike, config: ModelConfig, *, patches: int = 32, size: int = 256,
+                        seed: int = 0) -> list[np.ndarray]:
+    """`patches` normalised random crops (1 x size x size x 3, size cut to the images and the
+    model's stride) of the images of `folder` (find_images: a folder of images, or a dataset
+    folder's images/), taken from the images in turn with a seeded generator."""
     rng = np.random.default_rng(seed)
-    images = [read_image(s.image) for s in samples]
+    images = [read_image(path) for path in find_images(folder)]
     stride = config.preprocessing.pad_to_stride
     smallest = min(min(im.shape[:2]) for im in images)
     size = min(size, smallest) // stride * stride

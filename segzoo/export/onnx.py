@@ -18,8 +18,8 @@ import numpy as np
 
 from segzoo.config import ModelConfig
 from segzoo.errors import SegzooError
+from segzoo.export.rewrite import drop_noop_crops_after_upsampling, split_concatenated_convolutions
 from segzoo.io.files import atomic_write_bytes, refuse_overwrite
-from segzoo.onnx_rewrite import drop_noop_crops_after_upsampling, split_concatenated_convolutions
 from segzoo.runtime.onnx import onnx_runner
 from segzoo.runtime.onnx_format import INPUT_NAME, OUTPUT_NAME, sign
 
