@@ -15,28 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
+from segzoo.slides.writer import downsample, pyramid, write_aperio_tiff  # noqa: F401 (re-exported for tests)
+
 PINK = (232, 168, 206)        # eosin-stained cytoplasm / stroma
 PURPLE = (86, 52, 140)        # haematoxylin-stained nuclei
 WHITE = 255
 
 
 def downsample2(image: np.ndarray) -> np.ndarray:
-    """Halve an HxWx3 uint8 image by averaging 2x2 blocks (rounded); odd last row/column dropped.
-
-    Pixel (r, c) of the result covers pixels [2r, 2r+2) x [2c, 2c+2) of the input, so the
-    pyramid's pixel-corner grids line up (downsample exactly 2 per level).
-    """
-    h, w = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
-    blocks = image[:h, :w].reshape(h // 2, 2, w // 2, 2, -1).astype(np.uint16)
-    return ((blocks.sum(axis=(1, 3)) + 2) // 4).astype(np.uint8)
-
-
-def pyramid(image: np.ndarray, levels: int) -> list[np.ndarray]:
-    """[image, image/2, image/4, ...] (`levels` entries) built with `downsample2`."""
-    out = [np.ascontiguousarray(image)]
-    for _ in range(levels - 1):
-        out.append(downsample2(out[-1]))
-    return out
+    """Halve an HxWx3 uint8 image by averaging 2x2 blocks (segzoo.slides.writer.downsample)."""
+    return downsample(image, 2)
 
 
 def tissue_region(height: int, width: int, tissue_fraction: float = 0.5) -> np.ndarray:
@@ -86,56 +74,6 @@ def synthetic_he(height: int, width: int, seed: int = 0, tissue_fraction: float 
         colour = np.clip(np.array(PURPLE) + shade, 0, 255).astype(np.uint8)
         image[y0:y1, x0:x1][disc] = colour
     return image
-
-
-def aperio_description(width: int, height: int, tile: int, mpp: float | None, compression: str | None,
-                       extra: str = "") -> str:
-    """An Aperio ImageDescription: 'Aperio Image Library ...' header, then '|key = value' fields."""
-    codec = "JPEG/RGB Q=90" if compression == "jpeg" else "RAW/RGB"
-    text = f"Aperio Image Library v12.0.15 \r\n{width}x{height} [0,0 {width}x{height}] ({tile}x{tile}) {codec}"
-    if mpp is not None:
-        text += f"|AppMag = {round(10.0 / mpp)}|MPP = {mpp:.4f}"
-    text += "|ScanScope ID = SEGZOO-TEST|Filename = synthetic"
-    if extra:
-        text += extra if extra.startswith("|") else "|" + extra
-    return text
-
-
-def write_aperio_tiff(path: str | Path, image: np.ndarray, mpp: float | None = 0.25, levels: int = 3,
-                      tile: int = 256, compression: str | None = "jpeg", description_extra: str = "",
-                      quality: int = 90) -> Path:
-    """Write `image` (HxWx3 uint8, level 0) as an Aperio-style pyramidal tiled TIFF; returns the path.
-
-    `levels` levels, level k downsampled 2**k (`pyramid`); `compression` 'jpeg' (quality `quality`)
-    or None (uncompressed, so every level reads back exactly); `mpp` None leaves MPP and AppMag
-    out of the description. BigTIFF when the uncompressed pixels exceed 3.5 GB.
-    """
-    import tifffile
-
-    path = Path(path)
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"image must be HxWx3 uint8, got {image.shape} {image.dtype}")
-    if compression not in ("jpeg", None):
-        raise ValueError(f"compression must be 'jpeg' or None, got {compression!r}")
-    height, width = image.shape[:2]
-    levels_ = pyramid(image, levels)
-    thumb = levels_[-1]
-    while max(thumb.shape[:2]) > 1024:
-        thumb = downsample2(thumb)
-    kwargs = {"photometric": "rgb", "metadata": None}
-    tiled = {**kwargs, "tile": (tile, tile)}
-    if compression == "jpeg":
-        tiled.update(compression="jpeg", compressionargs={"level": quality})
-    bigtiff = image.nbytes * 4 / 3 > 3.5e9
-    with tifffile.TiffWriter(path, bigtiff=bigtiff) as tif:
-        desc = aperio_description(width, height, tile, mpp, compression, description_extra)
-        tif.write(levels_[0], description=desc, **tiled)
-        tif.write(thumb, description=f"Aperio Image Library v12.0.15 \r\n{width}x{height} -> "
-                                     f"{thumb.shape[1]}x{thumb.shape[0]}", **kwargs)
-        for level in levels_[1:]:
-            tif.write(level, **tiled)
-    return path
 
 
 def write_ome_tiff(path: str | Path, image: np.ndarray, mpp: float | None = 0.25, levels: int = 3,
