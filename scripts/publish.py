@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""Validate a model_cards/<name> folder and publish it to the Hub (same as `segzoo publish`)."""
+"""Validate a zoo folder and publish it to the Hugging Face Hub (the same command as `segzoo publish`)."""
 
 import sys
 
-from segzoo.zoo.publishing import main
+from segzoo.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["publish", *sys.argv[1:]]))

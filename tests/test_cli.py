@@ -179,12 +179,12 @@ def test_ctrl_c_while_writing_exits_130_in_one_line_without_a_partial_set(tmp_pa
 
 
 def test_ctrl_c_anywhere_is_one_line(monkeypatch, capsys):
-    import segzoo.cli
+    import segzoo.cli.predict
 
-    def interrupted(argv):
+    def interrupted(args, argv):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(segzoo.cli, "predict_main", interrupted)
+    monkeypatch.setattr(segzoo.cli.predict, "run", interrupted)
     assert main(["predict", "x.png", "--out", "o"]) == 130
     assert capsys.readouterr().err == "interrupted\n"
 
@@ -246,12 +246,12 @@ def test_unknown_command_names_itself_and_lists_the_valid_ones(capsys, tmp_path)
 
 
 def test_an_unexpected_os_error_is_one_line_with_the_path(monkeypatch, capsys):
-    import segzoo.cli
+    import segzoo.cli.predict
 
-    def denied(argv):
+    def denied(args, argv):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/data/slide.tif")
 
-    monkeypatch.setattr(segzoo.cli, "predict_main", denied)
+    monkeypatch.setattr(segzoo.cli.predict, "run", denied)
     assert main(["predict", "x", "--out", "o"]) == 1
     assert capsys.readouterr().err == "error: /data/slide.tif: Permission denied\n"
     monkeypatch.setenv("SEGZOO_DEBUG", "1")
@@ -407,3 +407,29 @@ def test_evaluate_out_a_file_is_refused_before_evaluating(tiny_model_folder, tmp
         assert len(errors) == 1 and str(taken) in errors[0]
     assert main(["evaluate", str(tiny_model_folder), "--data", str(tmp_path), "--figure", "-1"]) == 2
     assert len(_errors(capsys.readouterr().err)) == 1
+
+
+def test_a_segzoo_error_of_any_command_is_one_line_and_exit_2(monkeypatch, capsys):
+    """segzoo.cli.run_command maps every command's SegzooError the same way (one runner, not a
+    copy of the boilerplate per command)."""
+    import segzoo.cli.evaluate
+    import segzoo.cli.publish
+
+    def broken(args, argv):
+        raise SegzooError(f"{argv[0]}: broken")
+
+    for module, argv in ((segzoo.cli.evaluate, ["evaluate", "m", "--data", "d"]),
+                         (segzoo.cli.publish, ["publish", "f", "--repo-id", "o/r"])):
+        monkeypatch.setattr(module, "run", broken)
+        assert main(argv) == 2
+        assert capsys.readouterr().err == f"error: {argv[1]}: broken\n"
+
+
+def test_python_m_segzoo_cli_is_the_segzoo_command():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "segzoo.cli", "frobnicate"], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: unknown command 'frobnicate'; valid commands: predict, train")

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from segzoo.cli import main
 from segzoo.errors import SegzooError
-from segzoo.zoo.publishing import main, publish, update_registry
+from segzoo.zoo.publishing import publish, update_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 CARDS = sorted(p for p in (ROOT / "model_cards").iterdir() if p.is_dir()) if (ROOT / "model_cards").is_dir() else []
@@ -39,7 +40,7 @@ class FakeHfApi:
 
 
 def test_dry_run_lists_files(capsys):
-    assert main([str(CARDS[0]), "--repo-id", "segzoo/x", "--dry-run"]) == 0
+    assert main(["publish", str(CARDS[0]), "--repo-id", "segzoo/x", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "would upload" in out and "model.weights.h5" in out and "sha256" in out
 

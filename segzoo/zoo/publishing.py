@@ -6,10 +6,8 @@ segzoo.models.folders.load_model as `check_weights`)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -136,41 +134,3 @@ def pin_release(folder: str | Path, name: str, *, architecture: str, repo_id: st
         "description": f"{architecture} trained on MoNuSeg 2018 (H&E nuclei, 40x)"}
     atomic_write_text(path, json.dumps(registry, indent=2) + "\n")
     return path
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="segzoo publish", description="Validate a zoo folder and upload it to the Hub.")
-    p.add_argument("folder", help="model_cards/<name> folder (exactly what the Hub repo will hold)")
-    p.add_argument("--repo-id", required=True, help="ORG/NAME on the Hub")
-    p.add_argument("--private", action="store_true")
-    p.add_argument("--revision", default=None, help="branch to commit to (default: main)")
-    p.add_argument("--dry-run", action="store_true", help="validate and list what would be uploaded")
-    p.add_argument("--update-registry", action="store_true",
-                   help="write the new revision and sha256 values into segzoo/zoo_registry.json")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        from segzoo.models.folders import load_model
-
-        result = publish(args.folder, args.repo_id, private=args.private, revision=args.revision,
-                         dry_run=args.dry_run, check_weights=load_model)
-    except SegzooError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if args.dry_run:
-        print(f"dry run: would upload {len(result['files'])} file(s) from {args.folder} to {args.repo_id}:")
-        for name in result["files"]:
-            size = (Path(args.folder) / name).stat().st_size
-            print(f"  {name}  {size / 1e6:.2f} MB  sha256 {result['files'][name]}")
-        return 0
-    print(f"commit: {result['commit_url']}\nrevision: {result['revision']}")
-    snippet = {"repo_id": result["repo_id"], "revision": result["revision"], "files": result["files"]}
-    print("zoo registry entry:\n" + json.dumps(snippet, indent=2))
-    if args.update_registry:
-        result["folder"] = args.folder
-        print(f"updated {update_registry(Path(args.folder).name, result)}")
-    return 0

@@ -43,26 +43,6 @@ class ZooEntry:
         return [f for f in runtime_files(runtime, precision) if f in self.files]
 
 
-def _registry() -> dict[str, ZooEntry]:
-    text = resources.files("segzoo").joinpath(REGISTRY_FILE).read_text(encoding="utf-8")
-    data = json.loads(text)
-    return {name: ZooEntry(name=name, **entry) for name, entry in data["models"].items()}
-
-
-def list_models() -> list[str]:
-    """Zoo names accepted by segzoo.load()."""
-    return sorted(_registry())
-
-
-def get_entry(name: str) -> ZooEntry:
-    registry = _registry()
-    if name not in registry:
-        raise UnknownNameError(
-            f"unknown zoo model {name!r}; available: {', '.join(sorted(registry)) or '(none)'}. "
-            "Pass a model folder or 'hf://org/repo' to load something else.")
-    return registry[name]
-
-
 def registry_path() -> Path:
     """The registry file of this segzoo (in a checkout: the one scripts and publish update)."""
     return Path(str(resources.files("segzoo").joinpath(REGISTRY_FILE)))

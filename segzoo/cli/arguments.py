@@ -1,0 +1,54 @@
+"""What every segzoo command shares: the argparse parser whose usage errors are one line, the
+argument types, and the one-line form of an error."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line, `error: <prog>: <problem> (see <prog> --help)`, exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def at_least(minimum: int):
+    """argparse type: an integer >= `minimum`, with a message saying so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int = at_least(1)
+non_negative_int = at_least(0)
+
+
+def non_empty(text: str) -> str:
+    """argparse type: a non-empty path."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def describe_os_error(err: OSError) -> str:
+    """'<path>: <strerror>' for an OSError (both paths of a rename), else its type and text."""
+    if err.strerror and err.filename is not None:
+        if err.filename2 is not None:
+            return f"{err.filename} -> {err.filename2}: {err.strerror}"
+        return f"{err.filename}: {err.strerror}"
+    return f"{type(err).__name__}: {err.strerror or err}"
+
+
+def error(message: str) -> None:
+    """Print `error: <message>` on stderr."""
+    print(f"error: {message}", file=sys.stderr)

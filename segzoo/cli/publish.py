@@ -1,0 +1,44 @@
+"""`segzoo publish`: validate a zoo folder (its weights loaded with Keras) and upload it to the
+Hugging Face Hub in one commit (segzoo.zoo.publishing), printing the registry entry to pin."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from segzoo.cli.arguments import OneLineParser
+from segzoo.zoo.publishing import publish, update_registry
+
+
+def parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="segzoo publish", description="Validate a zoo folder and upload it to the Hub.")
+    p.add_argument("folder", help="model_cards/<name> folder (exactly what the Hub repo will hold)")
+    p.add_argument("--repo-id", required=True, help="ORG/NAME on the Hub")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--revision", default=None, help="branch to commit to (default: main)")
+    p.add_argument("--dry-run", action="store_true", help="validate and list what would be uploaded")
+    p.add_argument("--update-registry", action="store_true",
+                   help="write the new revision and sha256 values into segzoo/zoo_registry.json")
+    return p
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    """Validate (loading the weights with Keras) and upload, or list with --dry-run; 0 when done."""
+    from segzoo.models.folders import load_model
+
+    result = publish(args.folder, args.repo_id, private=args.private, revision=args.revision,
+                     dry_run=args.dry_run, check_weights=load_model)
+    if args.dry_run:
+        print(f"dry run: would upload {len(result['files'])} file(s) from {args.folder} to {args.repo_id}:")
+        for name in result["files"]:
+            size = (Path(args.folder) / name).stat().st_size
+            print(f"  {name}  {size / 1e6:.2f} MB  sha256 {result['files'][name]}")
+        return 0
+    print(f"commit: {result['commit_url']}\nrevision: {result['revision']}")
+    snippet = {"repo_id": result["repo_id"], "revision": result["revision"], "files": result["files"]}
+    print("zoo registry entry:\n" + json.dumps(snippet, indent=2))
+    if args.update_registry:
+        result["folder"] = args.folder
+        print(f"updated {update_registry(Path(args.folder).name, result)}")
+    return 0

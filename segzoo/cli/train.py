@@ -1,0 +1,83 @@
+"""`segzoo train`: the command line of segzoo.training (its options and defaults are
+segzoo.training.options.TrainOptions)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from segzoo.cli.arguments import OneLineParser
+from segzoo.errors import SegzooError
+
+DESCRIPTION = "Train a segzoo model on a MoNuSeg-layout folder (see segzoo.training)."
+
+
+def parser() -> argparse.ArgumentParser:
+    from segzoo.training.losses import LOSSES
+    from segzoo.training.options import DTYPE_POLICIES, SCHEDULES
+    from segzoo.training.options import TrainOptions as D
+
+    p = OneLineParser(prog="segzoo train", description=DESCRIPTION,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--architecture", "-a", default=None,
+                   help="registered architecture name (required unless --init-from gives it)")
+    p.add_argument("--init-from", default=None, metavar="MODEL",
+                   help="fine-tune: start from this model folder or zoo name (its architecture, "
+                        "arguments, preprocessing and weights)")
+    p.add_argument("--arch-kwargs", default="{}", help="JSON object of architecture arguments")
+    p.add_argument("--data", required=True, help="training folder (MoNuSeg layout), e.g. ../shared/monuseg/train")
+    p.add_argument("--out", required=True, help="run folder; becomes a model folder")
+    p.add_argument("--name", default=None, help="model name stored in config.json")
+    p.add_argument("--patch-size", type=int, default=D.patch_size)
+    p.add_argument("--batch-size", type=int, default=D.batch_size)
+    p.add_argument("--epochs", type=int, default=D.epochs)
+    p.add_argument("--steps-per-epoch", type=int, default=D.steps_per_epoch)
+    p.add_argument("--lr", type=float, default=D.lr, help="peak learning rate (AdamW)")
+    p.add_argument("--weight-decay", type=float, default=D.weight_decay)
+    p.add_argument("--schedule", choices=SCHEDULES, default=D.schedule)
+    p.add_argument("--warmup-steps", type=int, default=D.warmup_steps)
+    p.add_argument("--ema-momentum", type=float, default=None, metavar="M",
+                   help="keep an exponential moving average of the weights (Polyak averaging, e.g. 0.999); "
+                        "validation and the saved model use the average, the resume checkpoint keeps both")
+    p.add_argument("--dtype-policy", choices=DTYPE_POLICIES, default=D.dtype_policy,
+                   help="mixed_bfloat16: compute in bfloat16 with float32 weights (faster on CPUs with "
+                        "bfloat16 instructions); validation uses the training model, the saved model "
+                        "folder is float32 as always")
+    p.add_argument("--precise-bn", type=int, default=D.precise_bn, metavar="BATCHES",
+                   help="before each validation and save, set the BatchNorm statistics to their mean over "
+                        "this many batches of training patches (precise BN; 0: keep the moving averages)")
+    p.add_argument("--loss", default=D.loss, help=", ".join(LOSSES))
+    p.add_argument("--settings-from", default=None, metavar="MODEL",
+                   help="refit: take the decision threshold and post-processing from this validated model "
+                        "folder or zoo name instead of choosing them here (use with --val-fraction 0 to "
+                        "train on every tile with settings chosen on a validation split)")
+    p.add_argument("--val-fraction", type=float, default=D.val_fraction)
+    p.add_argument("--val-stems", nargs="*", default=None, help="explicit validation tiles (stems)")
+    p.add_argument("--val-tta", action="store_true", help="D4 test-time augmentation for validation")
+    p.add_argument("--no-augment", action="store_true", help="disable all augmentation")
+    p.add_argument("--hed-sigma", type=float, default=D.hed_sigma)
+    p.add_argument("--intensity-augment", action="store_true",
+                   help="add nnU-Net-style gamma, blur and noise augmentation (see segzoo.training.augment)")
+    p.add_argument("--scale-jitter", type=float, nargs=2, default=list(D.scale_jitter),
+                   metavar=("MIN", "MAX"))
+    p.add_argument("--min-object-size", type=int, default=D.min_object_size)
+    p.add_argument("--seed", type=int, default=D.seed)
+    p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget; stops cleanly")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue the run in --out")
+    group.add_argument("--overwrite", action="store_true", help="delete --out and start again")
+    return p
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    """Train; 0 with the model folder written (a SegzooError for bad options or data: exit 2)."""
+    from segzoo.training.options import TrainOptions
+    from segzoo.training.run import train
+
+    try:
+        arch_kwargs = json.loads(args.arch_kwargs)
+    except json.JSONDecodeError as err:
+        raise SegzooError(f"--arch-kwargs is not valid JSON: {err}") from None
+    out = train(TrainOptions(**{**vars(args), "arch_kwargs": arch_kwargs}), argv)
+    print(f"model folder: {out}")
+    return 0
