@@ -7,7 +7,8 @@ module's imports, parsed with ast (module level and inside functions alike):
   segzoo.runtime.keras, the Keras runtime, imports Keras and segzoo.models inside its functions,
   and the zoo reads the architecture names from segzoo.models.architectures, whose registry
   imports no Keras;
-- segzoo.predict never imports a runtime or the zoo (runtimes are handed to the Predictor);
+- segzoo.predict never imports a runtime or the zoo (runtimes are handed to the Predictor), and
+  imports the whole-slide package (above it) only inside Predictor.predict_slide, when called;
 - nothing below the zoo (foundation, io, predict, runtime, models, datasets) imports it;
 - segzoo.io imports no other segzoo package (every layer may use it);
 - nothing but segzoo.cli imports segzoo.cli;
@@ -127,6 +128,12 @@ def test_the_predictor_is_handed_its_runtime():
     bad = [str(imp) for imp in IMPORTS if _in(imp.module, ("segzoo.predict",))
            and _in(imp.target, ("segzoo.runtime", "segzoo.zoo"))]
     assert not bad, "\n".join(bad)
+
+
+def test_the_predictor_reaches_the_slides_only_when_asked():
+    up = [imp for imp in IMPORTS if _in(imp.module, ("segzoo.predict",)) and _in(imp.target, ("segzoo.slides",))]
+    assert all(imp.lazy for imp in up), "\n".join(map(str, up))
+    assert [imp.target for imp in up] == ["segzoo.slides.batch"]
 
 
 def test_nothing_below_the_zoo_imports_it():

@@ -33,6 +33,17 @@ positive_int = at_least(1)
 non_negative_int = at_least(0)
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def non_empty(text: str) -> str:
     """argparse type: a non-empty path."""
     if not text.strip():

@@ -11,7 +11,7 @@ import stat
 import sys
 from pathlib import Path
 
-from segzoo.cli.arguments import OneLineParser, error, non_empty, non_negative_int, positive_int
+from segzoo.cli.arguments import OneLineParser, error, non_empty, non_negative_int, positive_float, positive_int
 from segzoo.errors import SegzooError
 
 log = logging.getLogger("segzoo.predict")
@@ -44,6 +44,25 @@ def parser() -> argparse.ArgumentParser:
                    help=f"comma-separated subset of {','.join(FORMATS)}")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing outputs (never an input)")
+    slides = p.add_argument_group(
+        "whole slides", "Slide files (.svs .ndpi .mrxs .scn ..., pyramidal/tiled/OME-TIFF) are predicted in chunks "
+        "at the model's resolution into <stem>.geojson, <stem>_nuclei.csv, <stem>_thumbnail.png and "
+        "<stem>_tissue.png, with <out>/segzoo_summary.csv; an interrupted run resumes when run again.")
+    slides.add_argument("--mpp", type=positive_float, default=None,
+                        help="microns per pixel of the slides' level 0 (overrides their metadata)")
+    slides.add_argument("--no-tissue-mask", action="store_true", help="predict every chunk, not only tissue")
+    slides.add_argument("--chunk-size", type=positive_int, default=None,
+                        help="chunk core in pixels at the model's resolution (default: one network tile per chunk)")
+    slides.add_argument("--halo", type=non_negative_int, default=None,
+                        help="context around each chunk in pixels (default: 96)")
+    slides.add_argument("--restart", action="store_true",
+                        help="discard a previous run's unfinished chunks instead of resuming them")
+    slides.add_argument("--keep-chunks", action="store_true", help="keep the per-chunk files after the outputs")
+    cluster = slides.add_mutually_exclusive_group()
+    cluster.add_argument("--dask", metavar="ADDRESS", default=None,
+                         help="run the slides' chunks on an existing dask.distributed scheduler (tcp://HOST:PORT)")
+    cluster.add_argument("--workers", type=positive_int, default=None,
+                         help="run the slides' chunks on a local Dask cluster of N worker processes")
     return p
 
 
@@ -90,6 +109,13 @@ def _add_folder(inputs: _Inputs, folder: Path) -> None:
     except OSError as err:
         inputs.fail(f"{folder}: cannot list the folder ({err.strerror})")
         return
+    from segzoo.slides.reader import OPENSLIDE_SUFFIXES
+
+    slides = [e for e in entries if e.suffix.lower() in OPENSLIDE_SUFFIXES and not e.name.startswith(".")
+              and e.is_file()]
+    for slide in slides:
+        inputs.images.append(slide)
+        inputs.protect(slide)
     listed = set(found)
     for entry in entries:  # symlink loops and dangling links: report them, go on with the rest
         if entry in listed or entry.name.startswith(".") or entry.suffix.lower() not in IMAGE_SUFFIXES:
@@ -109,8 +135,9 @@ def _add_folder(inputs: _Inputs, folder: Path) -> None:
         else:
             inputs.images.append(path)
             inputs.protect(path)
-    if not found:
-        inputs.fail(f"{folder}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    if not found and not slides:
+        inputs.fail(f"{folder}: folder holds no images or slides "
+                    f"({', '.join(IMAGE_SUFFIXES + OPENSLIDE_SUFFIXES)})")
 
 
 def collect_inputs(raw: list[str]) -> _Inputs:
@@ -173,8 +200,20 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         error(f"several inputs share the name(s) {duplicates}; their outputs would collide")
         return 2
     failures = inputs.failures
+    from segzoo.slides.reader import is_whole_slide
+
+    slides = [p for p in inputs.images if is_whole_slide(p)]
+    if (args.dask or args.workers) and not slides:
+        error("--dask/--workers run whole slides; none of the inputs is a slide")
+        return 2
+    for slide in slides:
+        clash = [t for t in _slide_targets(out, slide, not args.no_tissue_mask) if inputs.protects(t)]
+        if clash:
+            error(f"{slide}: its output {clash[0]} would replace an input of this run; choose another --out")
+            failures += 1
+    slides = [s for s in slides if not any(inputs.protects(t) for t in _slide_targets(out, s, not args.no_tissue_mask))]
     todo = []
-    for path in inputs.images:
+    for path in (p for p in inputs.images if not is_whole_slide(p)):
         targets = output_targets(out, path.stem, formats)
         clash = [t for t in targets.values() if inputs.protects(t)]
         if clash:
@@ -189,6 +228,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         todo.append((path, targets))
     predictor = load(args.model, runtime=args.runtime, precision=args.precision)  # a SegzooError: exit 2
     tiling_settings(predictor.config, tile_size=args.tile, overlap=args.overlap, batch_size=args.batch_size)
+    slide_failures = _predict_slides(args, predictor, slides, out) if slides else 0
     from tqdm import tqdm
 
     def say(message: str, file=sys.stdout) -> None:  # above the progress bar, when there is one
@@ -216,5 +256,42 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             continue
         written += 1
         say(f"{path}: {result.num_nuclei} nuclei -> {', '.join(str(t) for t in targets.values())}")
-    print(f"{written + failures} input(s): {written} written, {failures} failed", file=sys.stderr)
-    return 1 if failures else 0
+    if todo or not slides:
+        print(f"{written + failures} image(s): {written} written, {failures} failed", file=sys.stderr)
+    return 1 if failures or slide_failures else 0
+
+
+def _slide_targets(out: Path, slide: Path, tissue: bool) -> list[Path]:
+    from segzoo.slides.outputs import output_paths
+    from segzoo.slides.pipeline import output_stem
+
+    return list(output_paths(out, output_stem(slide), tissue=tissue).values())
+
+
+def _predict_slides(args: argparse.Namespace, predictor, slides: list[Path], out: Path) -> int:
+    """Predict the whole slides (here, or on Dask with --dask/--workers); the number that failed.
+    One line per slide; <out>/segzoo_summary.csv lists them all."""
+    from segzoo.slides.batch import SUMMARY_FILENAME, predict_slides
+    from segzoo.slides.pipeline import DEFAULT_HALO
+
+    summaries = predict_slides(
+        args.model, slides, out, client=args.dask, workers=args.workers, precision=args.precision,
+        runtime=args.runtime, mpp=args.mpp, chunk_size=args.chunk_size,
+        halo=DEFAULT_HALO if args.halo is None else args.halo, tissue=not args.no_tissue_mask,
+        overwrite=args.overwrite, restart=args.restart, keep_chunks=args.keep_chunks, tta=args.tta,
+        predictor=predictor, progress=sys.stderr.isatty())
+    failed = 0
+    for summary in summaries:
+        if summary.status == "ok":
+            print(f"{summary.slide}: {summary.nuclei} nuclei in {summary.tissue_mpx:.0f} tissue Mpx "
+                  f"({summary.seconds:.0f} s) -> {summary.outputs.get('geojson', out)}")
+        elif summary.status == "partial":
+            failed += 1
+            error(f"{summary.slide}: {len(summary.failed)} chunk(s) could not be read (first: level-0 box "
+                  f"{summary.failed[0].box}: {summary.failed[0].error}); the outputs lack them; run again to retry")
+        else:
+            failed += 1
+            error(f"{summary.slide}: {summary.error}")
+    print(f"{len(summaries)} slide(s): {len(summaries) - failed} done, {failed} failed; summary in "
+          f"{out / SUMMARY_FILENAME}", file=sys.stderr)
+    return failed

@@ -110,6 +110,9 @@ class Predictor:
         self.config = config
         self.runtime = runtime
         self.run_batch = run_batch
+        # What segzoo.load() built it from (source string, precision, runtime), so Dask workers
+        # can load the same model themselves; None for a Predictor built by hand.
+        self.source: tuple[str, str, str] | None = None
 
     @property
     def run_batch(self) -> CheckedRunner:
@@ -155,6 +158,25 @@ class Predictor:
                 raise  # the model, not the image, is at fault: every image would fail the same way
             except SegzooError as err:
                 yield item, err
+
+    def predict_slide(self, slide, out, *, client=None, workers: int | None = None, **options):
+        """Nuclei of a whole slide (a path: .svs .ndpi .mrxs, pyramidal/OME-TIFF, ... or a list of
+        them) into the folder `out`, in chunks at the model's resolution with flat memory; returns
+        the segzoo.slides.planning.SlideSummary (a list for a list). `client` (a dask.distributed
+        Client or 'tcp://host:port') or `workers` (a local cluster of N processes) run the chunks
+        on Dask; options are segzoo.slides.batch.predict_slides's (mpp, chunk_size, halo, tissue,
+        overwrite, restart, keep_chunks, tta, progress). The whole-slide code sits above this
+        package and is imported only here, when called."""
+        from segzoo.slides.batch import predict_slides
+
+        many = isinstance(slide, (list, tuple))
+        if (client is not None or workers is not None) and self.source is None:
+            raise SegzooError("a Predictor built by hand cannot be sent to Dask workers; build it with "
+                              "segzoo.load(...) so each worker can load the same model")
+        model, precision, runtime = self.source or ("", "fp32", self.runtime)
+        summaries = predict_slides(model, list(slide) if many else [slide], out, client=client, workers=workers,
+                                   precision=precision, runtime=runtime, predictor=self, summary=many, **options)
+        return summaries if many else summaries[0]
 
     def __repr__(self) -> str:
         return f"Predictor({self.config.name or self.config.architecture!r}, runtime={self.runtime!r})"

@@ -45,7 +45,8 @@ from segzoo.slides.resolution import (
 from segzoo.slides.tiff_reader import TiffSlide
 
 __all__ = ["BACKENDS", "LEVEL_TOLERANCE", "MPP_RANGE", "PLAIN_SUFFIXES", "PLAIN_TIFF_MAX_SIDE", "RESAMPLE_FILTERS",
-           "SCALE_SNAP", "SLIDE_SUFFIXES", "OpenSlideSlide", "TiffSlide", "best_level", "level_mpps", "open_slide",
+           "SCALE_SNAP", "SLIDE_SUFFIXES", "OpenSlideSlide", "TiffSlide", "best_level", "is_whole_slide", "level_mpps",
+           "open_slide",
            "openslide_format", "read_scaled", "working_scale"]
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,27 @@ def open_slide(path: str | os.PathLike, *, mpp: float | None = None, backend: st
         slide.mpp = mpp
     log.debug("%s: opened %r, mpp %s", path, slide, slide.mpp)
     return slide
+
+
+def is_whole_slide(path: str | os.PathLike) -> bool:
+    """Whether `path` is a whole-slide file for the chunked slide path: a vendor slide suffix
+    (.svs .ndpi ...), or a TIFF that is pyramidal, tiled, larger than PLAIN_TIFF_MAX_SIDE or a
+    vendor format OpenSlide recognises. PNG/JPEG and small single-level untiled TIFFs (an image
+    that fits in memory) are not: they keep the single-image path. An unreadable TIFF is not
+    either, so the single-image path reports it."""
+    path = Path(path)
+    suffix = _suffix(path)
+    if suffix in OPENSLIDE_SUFFIXES:
+        return True
+    if suffix not in TIFF_SUFFIXES or not path.is_file():
+        return False
+    fmt = openslide_format(path)
+    if fmt is not None and fmt != "generic-tiff":
+        return True
+    try:
+        return not _plain_tiff(path)[0]
+    except DataError:
+        return False
 
 
 def _array_slide(path: Path, mpp: float | None) -> ArraySlide:

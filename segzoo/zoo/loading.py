@@ -72,6 +72,14 @@ def load(source: str | os.PathLike, *, runtime: str = "auto", revision: str | No
     zoo models when its test Dice is within 0.005 of fp32) on onnxruntime: the fastest CPU path."""
     model = resolve(source, runtime=runtime, precision=precision, revision=revision, cache_dir=cache_dir)
     if model.runtime == "onnx":
-        return onnx_predictor(model.onnx_file, model.config, config_source=model.config_source)
-    run, config = keras_folder_runner(model.folder)
-    return Predictor(run, config, runtime="keras")
+        predictor = onnx_predictor(model.onnx_file, model.config, config_source=model.config_source)
+    else:
+        run, config = keras_folder_runner(model.folder)
+        predictor = Predictor(run, config, runtime="keras")
+    text = os.fspath(source)
+    if not text.startswith("hf://") and os.path.exists(text):
+        text = os.path.abspath(text)  # Dask workers may run in other folders
+    if revision and text.startswith("hf://") and "@" not in text:
+        text = f"{text}@{revision}"
+    predictor.source = (text, precision, model.runtime)
+    return predictor
