@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from segzoo.evaluation.benchmark import RUNTIMES, markdown, run_benchmark
+from segzoo.evaluation.slide_benchmark import run_slide_benchmark, slide_markdown
 from segzoo.io.files import atomic_write_text
 from segzoo.io.images import sample_image_path
 
@@ -24,7 +25,7 @@ def default_tile() -> Path:
     """The first MoNuSeg test tile under SEGZOO_MONUSEG, else the sample image."""
     data = os.environ.get("SEGZOO_MONUSEG")
     if data and (Path(data) / "test" / "images").is_dir():
-        return sorted((Path(data) / "test" / "images").iterdir())[0]
+        return min((Path(data) / "test" / "images").iterdir())
     return sample_image_path()
 
 
@@ -47,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--large-runtime", default="onnx-fp32", choices=list(RUNTIMES))
     p.add_argument("--large-models", nargs="+", default=None,
                    help="models to run the large image on (default: the first model)")
+    p.add_argument("--slide", type=int, default=0, metavar="SIDE",
+                   help="also the whole-slide benchmark on a SIDE x SIDE synthetic 40x slide built from the "
+                        "MoNuSeg test tiles, and its 20x copy (e.g. 20000; 0: skip)")
+    p.add_argument("--slide-dir", type=Path, default=ROOT / "runs" / "benchmark-slides",
+                   help="where the synthetic slides are built (reused when built with the same settings)")
+    p.add_argument("--slide-dask-model", default=None,
+                   help="model for the Dask rows (1 worker x 2 threads, 2 workers x 1 thread; default: the first)")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--markdown", type=Path, default=None)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -56,6 +64,16 @@ def main(argv: list[str] | None = None) -> int:
                            runtimes=args.runtimes, repeats=args.repeats, rounds=args.rounds, warmup=args.warmup,
                            large=args.large, large_runtime=args.large_runtime, large_models=args.large_models)
     table = markdown(result["tile"], result["large"], result["meta"])
+    if args.slide:
+        data = os.environ.get("SEGZOO_MONUSEG")
+        if not data:
+            p.error("--slide builds its slide from the MoNuSeg test tiles: set SEGZOO_MONUSEG")
+        tiles = sorted((Path(data) / "test" / "images").glob("*.tif"))
+        result["slide"] = run_slide_benchmark({m: zoo_folder(m) for m in models}, tiles, result["tile"],
+                                              args.slide_dir, side=args.slide,
+                                              dask_model=args.slide_dask_model or models[0])
+        result["meta"].update(slide_side=args.slide, tissue_fraction=0.5)
+        table += "\n" + slide_markdown(result["slide"], result["meta"])
     print(table)
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")

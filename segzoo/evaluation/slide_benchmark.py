@@ -140,10 +140,10 @@ def run_slide_child(folder: Path, precision: str, slide: Path, *, workers: int =
 
 def run_slide_benchmark(folders: dict[str, Path], tile_paths: list[Path], tile_rows: list[dict], slide_dir: Path, *,
                         side: int = 20000, tissue_fraction: float = 0.5, precisions: tuple[str, ...] = ("fp32", "int8"),
-                        copy_20x: bool = True, dask_model: str | None = None,
+                        copy_20x: tuple[str, ...] = ("int8",), dask_model: str | None = None,
                         dask_workers: tuple[tuple[int, int], ...] = ((1, 2), (2, 1))) -> list[dict]:
     """Slide rows for each model ({name: folder}) and precision it has a file for, on the 40x
-    slide and (copy_20x) its 20x copy; then Dask rows (workers, threads per worker) for
+    slide, and for the precisions in `copy_20x` on its 20x copy too; then Dask rows (workers, threads per worker) for
     `dask_model` in int8. Each row carries the same model's single-tile throughput from
     `tile_rows` (the tile benchmark of the same run: end to end, without outputs)."""
     slides = build_slides(tile_paths, slide_dir, side=side, tissue_fraction=tissue_fraction)
@@ -162,7 +162,7 @@ def run_slide_benchmark(folders: dict[str, Path], tile_paths: list[Path], tile_r
             if not (folder / PRECISION_FILES[precision]).is_file():
                 continue
             add(model, precision, slides["40x"])
-            if copy_20x:
+            if precision in copy_20x:
                 add(model, precision, slides["20x"])
     if dask_model:
         for workers, threads in dask_workers:
