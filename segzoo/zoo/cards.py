@@ -118,6 +118,17 @@ def _split_text(prov: dict, validation_rows: list[dict] | None = None) -> str:
             f"and its log is `training_log_validation.csv`.{_validation_curve_text(validation_rows or [])}")
 
 
+def _instance_errors_text(errors: dict | None) -> str:
+    """The instance errors of the default prediction (metrics.json's instance_errors), as a paragraph."""
+    if not errors:
+        return ""
+    return (f"Instance errors (default, pooled over the test images): of the {errors['truth']} annotated nuclei, "
+            f"{errors['split']} ({100 * errors['split_rate']:.1f}%) are split (covered >= 20% each by two or more\n"
+            f"predicted nuclei lying >= 50% inside them); of the {errors['pred']} predicted nuclei, {errors['merged']} "
+            f"({100 * errors['merge_rate']:.1f}%) merge two or more\nannotated ones (covering >= 50% of each) and "
+            f"{errors['unmatched']} ({100 * errors['unmatched_rate']:.1f}%) touch no annotated nucleus.\n\n")
+
+
 def render(folder: Path) -> str:
     """The model card (README.md text) of zoo folder `folder`, from the files in it."""
     config = json.loads((folder / "config.json").read_text())
@@ -222,7 +233,8 @@ overlay, CSV of per-nucleus measurements).
 
 MoNuSeg 2018 training set (Kumar et al., IEEE TMI 2017 and 2020): 30 tiles of 1000x1000. Ground
 truth: the XML polygons where present (13 tiles), otherwise the released binary masks (17 tiles);
-pixel (row r, column c) is nucleus when the point (x=c, y=r) lies inside a polygon. {_split_text(prov, validation_rows)}
+pixel (row r, column c) is nucleus when the point (x=c, y=r) lies inside a polygon (a centre on the
+outline by the top-left rule). {_split_text(prov, validation_rows)}
 The test set was used only for the final numbers below.
 
 ## Training
@@ -247,7 +259,7 @@ means over the 14 images; threshold {metrics['threshold']}. `metrics.json` holds
 
 {table}
 
-Per-image mean Dice (default): {mean['dice']:.4f}. Parameters: {metrics.get('params', 'n/a')}.
+{_instance_errors_text(metrics.get("instance_errors"))}Per-image mean Dice (default): {mean['dice']:.4f}. Parameters: {metrics.get('params', 'n/a')}.
 
 Per image (default):
 
