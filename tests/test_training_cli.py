@@ -379,3 +379,22 @@ def test_keras_check_names_the_missing_backend():
     assert done.returncode == 2
     assert "segzoo train needs Keras and its backend" in done.stderr
     assert "tensorflow" in done.stderr and "KERAS_BACKEND=jax" in done.stderr
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--loss", "nope"], "unknown loss 'nope'; valid losses: "),
+    (["--arch-kwargs", '{"num_classes": 2}'], "use num_classes=1"),
+    (["--arch-kwargs", "[1]"], "--arch-kwargs must be a JSON object"),
+    (["--arch-kwargs", "{"], "--arch-kwargs is not valid JSON"),
+])
+def test_bad_options_are_one_line_before_the_run_folder_is_touched(tmp_path, capsys, extra, message):
+    """Options are checked before the run folder: with --overwrite the old folder was deleted
+    before a bad --arch-kwargs was noticed, and an unknown --loss was a ValueError traceback."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    assert train_main(["-a", "unet", "--data", str(tmp_path / "nowhere"), "--out", str(out), "--overwrite",
+                       *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+    assert (out / "keep.txt").read_text() == "x"
