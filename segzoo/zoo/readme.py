@@ -1,6 +1,7 @@
 """The README's generated sections, from committed files: the zoo table (segzoo/zoo_registry.json),
 the results table (model_cards/*/metrics.json and metrics_tta.json, benchmark.json's times)
-and the benchmark section (benchmark.md). scripts/update_readme.py writes them; a test checks
+and the benchmark sections (benchmark.md: the tile tables to Speed, the whole-slide table to
+Whole slides). scripts/update_readme.py writes them; a test checks
 that README.md is what render() gives.
 """
 
@@ -67,5 +68,13 @@ def render(text: str, root: Path) -> str:
     text = replace(text, "zoo", zoo_table(root))
     text = replace(text, "results", results_table(root))
     if (root / "benchmark.md").is_file():
-        text = replace(text, "benchmark", (root / "benchmark.md").read_text().rstrip())
+        tile, _, slides = (root / "benchmark.md").read_text().partition(SLIDES_HEADING)
+        text = replace(text, "benchmark", tile.rstrip())
+        if slides:
+            text = replace(text, "slides", (SLIDES_HEADING + slides).rstrip())
     return text
+
+
+SLIDES_HEADING = "Whole slides:"
+"""The line that starts the whole-slide table in benchmark.md (segzoo.evaluation.slide_benchmark):
+it goes to the README's Whole slides section, the tile tables before it to Speed."""
