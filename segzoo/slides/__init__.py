@@ -2,6 +2,6 @@
 nuclei over a slide in chunks with flat memory, stitched so every nucleus is reported once.
 
 Coordinates: every output is in level-0 pixel coordinates of the slide (x to the right,
-y down), with pixel centres at integers, as segzoo.writers uses: pixel (row r, column c) is
+y down), with pixel centres at integers, as segzoo.io.outlines uses: pixel (row r, column c) is
 the point (x=c, y=r) and covers [c - 0.5, c + 0.5] x [r - 0.5, r + 0.5].
 """

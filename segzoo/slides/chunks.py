@@ -14,7 +14,7 @@ and its ChunkResult (plain numpy arrays) is saved to and loaded from one .npz fi
 
 Coordinates. Boxes of working pixels are (x0, y0, x1, y1), half-open: pixel (row r,
 column c) is inside when x0 <= c < x1 and y0 <= r < y1. Outputs (ChunkResult) are in
-level-0 pixels of the slide with pixel centres at integers, as segzoo.writers'
+level-0 pixels of the slide with pixel centres at integers, as segzoo.io.outlines'
 polygons and centroids: level-0 pixel (r, c) is centred on (x=c, y=r) and covers
 [c-0.5, c+0.5) x [r-0.5, r+0.5). A working point x maps to level 0 as
 x0 = (x + 0.5) * f - 0.5 with f = level downsample / scale (level-0 pixels per working pixel).
@@ -39,7 +39,7 @@ Box = tuple[int, int, int, int]  # (x0, y0, x1, y1) working pixels, half-open
 
 COLUMNS = ("area", "area_um2", "centroid_x", "centroid_y", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1",
            "mean_r", "mean_g", "mean_b", "mean_prob")
-"""Per-nucleus measurements of a ChunkResult, in this order (segzoo.writers.nucleus_measurements'
+"""Per-nucleus measurements of a ChunkResult, in this order (segzoo.io.measurements.nucleus_measurements'
 columns without 'label'; area_um2 only when the slide's resolution is known)."""
 VERTEX_SCALE = 100  # chunk files store vertices as integer 1/100 level-0 pixels (writers.VERTEX_DECIMALS)
 
@@ -271,9 +271,9 @@ def read_chunk(slide, grid: Grid, chunk: Chunk) -> np.ndarray:
 
 def predict_chunk(predictor, image: np.ndarray, *, tta: bool = False) -> np.ndarray:
     """Nucleus probability (HxW float32) of a chunk's image, as Predictor.predict computes it:
-    no-data regions (segzoo.postprocessing.no_data_mask) filled with mirrored tissue for the
-    network (segzoo.preprocessing.fill_no_data) and given probability 0, then
-    segzoo.inference.predict_probabilities with the predictor's runtime and config (network
+    no-data regions (segzoo.predict.postprocessing.no_data_mask) filled with mirrored tissue for the
+    network (segzoo.predict.preprocessing.fill_no_data) and given probability 0, then
+    segzoo.predict.tiling.predict_probabilities with the predictor's runtime and config (network
     tiles blended inside the chunk)."""
     from segzoo.predict.postprocessing import no_data_mask
     from segzoo.predict.preprocessing import fill_no_data
@@ -292,8 +292,8 @@ def predict_chunk(predictor, image: np.ndarray, *, tta: bool = False) -> np.ndar
 def chunk_nuclei(image: np.ndarray, prob: np.ndarray, chunk: Chunk, grid: Grid, post) -> ChunkResult:
     """Nuclei of a chunk's read box (image HxWx3 uint8, prob HxW float32) owned by its core.
 
-    Instances come from segzoo.postprocessing.probabilities_to_instances with `post` (the
-    model's Postprocessing); measurements and outlines from segzoo.writers.nucleus_table
+    Instances come from segzoo.predict.postprocessing.probabilities_to_instances with `post` (the
+    model's Postprocessing); measurements and outlines from segzoo.io.measurements.nucleus_table
     (one pass, outlines simplified to within writers.SIMPLIFY_TOLERANCE level-0 pixels),
     with the read box's origin as offset and f (level-0 pixels per working pixel) as scale,
     so they are in level-0 units: area (pixels; an integer count when f = 1), area_um2 (when

@@ -101,10 +101,10 @@ class _Temporaries:
         return os.fdopen(fd, mode, **kwargs)
 
     def commit(self) -> None:
-        umask = os.umask(0)
-        os.umask(umask)
+        from segzoo.io.files import FILE_MODE
+
         for key, tmp in list(self.temps.items()):
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
+            os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600; the umask is read once, in segzoo.io.files
         for key, tmp in list(self.temps.items()):
             os.replace(tmp, self.targets[key])
             del self.temps[key]
