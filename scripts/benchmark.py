@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                         "MoNuSeg test tiles, and its 20x copy (e.g. 20000; 0: skip)")
     p.add_argument("--slide-dir", type=Path, default=ROOT / "runs" / "benchmark-slides",
                    help="where the synthetic slides are built (reused when built with the same settings)")
+    p.add_argument("--slide-models", nargs="+", default=None, help="models for the slide rows (default: --models)")
+    p.add_argument("--slide-precisions", nargs="+", default=["fp32", "int8"], choices=["fp32", "int8"])
     p.add_argument("--slide-dask-model", default=None,
                    help="model for the Dask rows (1 worker x 2 threads, 2 workers x 1 thread; default: the first)")
     p.add_argument("--json", type=Path, default=None)
@@ -69,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         if not data:
             p.error("--slide builds its slide from the MoNuSeg test tiles: set SEGZOO_MONUSEG")
         tiles = sorted((Path(data) / "test" / "images").glob("*.tif"))
-        result["slide"] = run_slide_benchmark({m: zoo_folder(m) for m in models}, tiles, result["tile"],
-                                              args.slide_dir, side=args.slide,
+        result["slide"] = run_slide_benchmark({m: zoo_folder(m) for m in args.slide_models or models}, tiles,
+                                              result["tile"], args.slide_dir, side=args.slide,
+                                              precisions=tuple(args.slide_precisions),
                                               dask_model=args.slide_dask_model or models[0])
         result["meta"].update(slide_side=args.slide, tissue_fraction=0.5)
         table += "\n" + slide_markdown(result["slide"], result["meta"])
