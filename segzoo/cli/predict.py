@@ -257,7 +257,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         written += 1
         say(f"{path}: {result.num_nuclei} nuclei -> {', '.join(str(t) for t in targets.values())}")
     if todo or not slides:
-        print(f"{written + failures} image(s): {written} written, {failures} failed", file=sys.stderr)
+        print(f"{written + failures} input(s): {written} written, {failures} failed", file=sys.stderr)
     return 1 if failures or slide_failures else 0
 
 
