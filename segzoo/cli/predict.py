@@ -202,18 +202,20 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     failures = inputs.failures
     from segzoo.slides.reader import is_whole_slide
 
-    slides = [p for p in inputs.images if is_whole_slide(p)]
-    if (args.dask or args.workers) and not slides:
+    whole = {p: is_whole_slide(p) for p in inputs.images}  # opens each TIFF once
+    if (args.dask or args.workers) and not any(whole.values()):
         error("--dask/--workers run whole slides; none of the inputs is a slide")
         return 2
-    for slide in slides:
+    slides = []
+    for slide in (p for p in inputs.images if whole[p]):
         clash = [t for t in _slide_targets(out, slide, not args.no_tissue_mask) if inputs.protects(t)]
         if clash:
             error(f"{slide}: its output {clash[0]} would replace an input of this run; choose another --out")
             failures += 1
-    slides = [s for s in slides if not any(inputs.protects(t) for t in _slide_targets(out, s, not args.no_tissue_mask))]
+        else:
+            slides.append(slide)
     todo = []
-    for path in (p for p in inputs.images if not is_whole_slide(p)):
+    for path in (p for p in inputs.images if not whole[p]):
         targets = output_targets(out, path.stem, formats)
         clash = [t for t in targets.values() if inputs.protects(t)]
         if clash:

@@ -30,6 +30,19 @@ class Slide(Protocol):
     def close(self) -> None: ...
 
 
+class ClosingSlide:
+    """Mixin for file-backed slides: `with open_slide(path) as slide:` closes it on exit."""
+
+    def close(self) -> None:  # pragma: no cover - every subclass closes its own handle
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def padded_read(array: np.ndarray, x: int, y: int, width: int, height: int) -> np.ndarray:
     """array[y:y+height, x:x+width] (HxWx3 uint8), white where the window leaves the array."""
     out = np.full((height, width, 3), BACKGROUND, dtype=np.uint8)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from segzoo.errors import DataError
-from segzoo.slides.base import BACKGROUND, check_region, rgba_to_rgb
+from segzoo.slides.base import BACKGROUND, ClosingSlide, check_region, rgba_to_rgb
 from segzoo.slides.resolution import parse_float, plausible_mpp
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def openslide_format(path: str | os.PathLike) -> str | None:
         return None
 
 
-class OpenSlideSlide:
+class OpenSlideSlide(ClosingSlide):
     """A slide read through OpenSlide (thread-safe reads).
 
     OpenSlide's read_region takes its top-left in level-0 pixels; this class converts from the
@@ -95,12 +95,6 @@ class OpenSlideSlide:
 
     def close(self) -> None:
         self._handle.close()
-
-    def __enter__(self) -> OpenSlideSlide:  # noqa: PYI034
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"OpenSlideSlide({str(self.path)!r}, vendor={self.vendor!r}, levels={self.level_dimensions})"

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from segzoo.errors import DataError
-from segzoo.slides.base import BACKGROUND, check_region, rgba_to_rgb
+from segzoo.slides.base import BACKGROUND, ClosingSlide, check_region, rgba_to_rgb
 from segzoo.slides.resolution import parse_float, plausible_mpp
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class _TiffLevel:
     direct: bool          # RGB uint8: segments are copied straight into the output
 
 
-class TiffSlide:
+class TiffSlide(ClosingSlide):
     """A (pyramidal) TIFF read through tifffile, decoding only the tiles or strips a region touches.
 
     Levels are `TiffFile.series[0].levels` (SVS, OME SubIFDs, NDPI, generic multi-page pyramids).
@@ -306,12 +306,6 @@ class TiffSlide:
 
     def close(self) -> None:
         self._tif.close()
-
-    def __enter__(self) -> TiffSlide:  # noqa: PYI034
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"TiffSlide({str(self.path)!r}, levels={self.level_dimensions})"
