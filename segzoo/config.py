@@ -50,14 +50,28 @@ class Preprocessing:
                 f"preprocessing.pad_mode {self.pad_mode!r} is not one of reflect, symmetric, edge, constant")
 
 
+INSTANCE_MAPS = {
+    "distance": "each nucleus pixel's distance to the nucleus outline divided by the largest in that "
+                "nucleus: 1 at the centre, falling to 0 at the outline and 0 outside (nuclei separate "
+                "where it dips)",
+    "boundary": "1 on nucleus outlines (2 pixels thick where two nuclei touch: both sides of the "
+                "contact), 0 elsewhere (nuclei separate along it)",
+}
+"""The learned instance maps an architecture can predict beside the nucleus probability
+(architecture_kwargs.instance_maps lists them in output-channel order, after channel 0)."""
+
+
 @dataclass
 class Postprocessing:
     """Probabilities -> binary mask (`threshold`) -> nuclei instances.
 
-    Instances are connected components split by a distance-transform watershed;
-    objects smaller than `min_object_size` pixels are removed and holes smaller
-    than `fill_holes_size` are filled. `watershed_min_distance` is the minimum
-    distance (pixels) between two nucleus centres.
+    Instances are connected components split by a watershed. Without `instance_map` (models
+    released before the learned maps) the watershed runs on the distance transform of the mask,
+    with one marker per local maximum at least `watershed_min_distance` pixels apart. With
+    `instance_map` (one of the model's architecture_kwargs.instance_maps) it runs on that
+    learned map turned into a centre score (distance: the map; boundary: 1 - the map), with one
+    marker per connected region where the score is >= `marker_threshold`. Objects smaller than
+    `min_object_size` pixels are removed and holes smaller than `fill_holes_size` are filled.
     """
 
     threshold: float = 0.5
@@ -65,10 +79,17 @@ class Postprocessing:
     fill_holes_size: int = 30
     watershed: bool = True
     watershed_min_distance: int = 4
+    instance_map: str | None = None
+    marker_threshold: float = 0.5
 
     def validate(self) -> None:
         if not 0.0 < self.threshold < 1.0:
             raise ConfigError(f"postprocessing.threshold must be in (0, 1), got {self.threshold}")
+        if not 0.0 < self.marker_threshold < 1.0:
+            raise ConfigError(f"postprocessing.marker_threshold must be in (0, 1), got {self.marker_threshold}")
+        if self.instance_map is not None and self.instance_map not in INSTANCE_MAPS:
+            raise ConfigError(f"postprocessing.instance_map {self.instance_map!r} is not one of "
+                              f"{', '.join(INSTANCE_MAPS)} (or null)")
         for name in ("min_object_size", "fill_holes_size", "watershed_min_distance"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"postprocessing.{name} must be >= 0, got {getattr(self, name)}")
@@ -131,6 +152,14 @@ class ModelConfig:
             raise ConfigError(
                 "architecture_kwargs.num_classes: segzoo models predict one nucleus probability channel; "
                 f"num_classes={num_classes!r} is not supported (use 1, or leave it out)")
+        maps = self.architecture_kwargs.get("instance_maps") or []
+        if not isinstance(maps, list) or any(m not in INSTANCE_MAPS for m in maps) or len(set(maps)) != len(maps):
+            raise ConfigError(f"architecture_kwargs.instance_maps must be a list of distinct names from "
+                              f"{', '.join(INSTANCE_MAPS)}, got {maps!r}")
+        used = self.postprocessing.instance_map
+        if used is not None and used not in maps:
+            raise ConfigError(f"postprocessing.instance_map {used!r} is not a map this model predicts "
+                              f"(architecture_kwargs.instance_maps: {maps})")
         if self.schema_version != SCHEMA_VERSION:
             raise ConfigError(
                 f"schema_version {self.schema_version} is not supported by this segzoo "
@@ -140,6 +169,21 @@ class ModelConfig:
         self.inference.validate()
         self.resolution.validate()
         return self
+
+    @property
+    def instance_maps(self) -> list[str]:
+        """The learned instance maps the network predicts, in channel order after channel 0."""
+        return list(self.architecture_kwargs.get("instance_maps") or [])
+
+    @property
+    def output_channels(self) -> int:
+        """Channels of the network output: the nucleus probability, then the instance maps."""
+        return 1 + len(self.instance_maps)
+
+    def instance_channel(self) -> int | None:
+        """The output channel of postprocessing.instance_map (None: the distance-transform watershed)."""
+        used = self.postprocessing.instance_map
+        return None if used is None else 1 + self.instance_maps.index(used)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -98,6 +98,21 @@ class TestArchitecture:
         x = np.random.default_rng(3).normal(size=(1, 2 * s, 2 * s, 3)).astype("float32")
         np.testing.assert_allclose(np.asarray(model(x)), np.asarray(again(x)), atol=1e-6)
 
+    def test_instance_maps_follow_the_nucleus_probability(self, name, tmp_path):
+        """instance_maps adds one sigmoid channel per map after channel 0; the trunk and the
+        nucleus head keep their layer names (a released model's weights copy over by name)."""
+        plain = self._model(name)
+        model = self._model(name, instance_maps=["distance", "boundary"])
+        s = model_stride(name, **tiny_kwargs(name))
+        x = np.random.default_rng(4).normal(size=(1, 2 * s, 3 * s, 3)).astype("float32")
+        y = np.asarray(model(x, training=False))
+        assert y.shape == (1, 2 * s, 3 * s, 3) and np.all((y >= 0) & (y <= 1))
+        assert {layer.name for layer in plain.layers if layer.weights} < {layer.name for layer in model.layers}
+        config = default_config(name, **tiny_kwargs(name), instance_maps=["distance", "boundary"])
+        save_model(model, tmp_path / "m", config)
+        loaded, _ = load_model(tmp_path / "m")
+        np.testing.assert_array_equal(np.asarray(loaded(x, training=False)), y)
+
     def test_unknown_kwarg_lists_valid(self, name):
         with pytest.raises(ConfigError, match="valid arguments"):
             segzoo.create_model(name, not_an_argument=1)

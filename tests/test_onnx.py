@@ -23,12 +23,15 @@ def _folder(tmp_path, name, **extra):
     kwargs = {**tiny_kwargs(name), **extra}
     config = default_config(name, **kwargs)
     config.inference.tile_size, config.inference.overlap = 64, 16
+    if kwargs.get("instance_maps"):
+        config.postprocessing.instance_map = kwargs["instance_maps"][0]
     save_model(segzoo.create_model(name, **kwargs), folder, config)
     return folder
 
 
 @pytest.mark.parametrize("name, extra", [(name, {}) for name in list_architectures()]
-                         + [("unet", {"residual": True})])
+                         + [("unet", {"residual": True})]
+                         + [(name, {"instance_maps": ["distance", "boundary"]}) for name in list_architectures()])
 def test_export_parity_and_same_predictions(name, extra, tmp_path):
     from segzoo.export.onnx import export_onnx
 
@@ -42,6 +45,13 @@ def test_export_parity_and_same_predictions(name, extra, tmp_path):
     onnx_result = segzoo.load(folder, runtime="onnx").predict(image)
     np.testing.assert_allclose(onnx_result.prob, keras_result.prob, atol=1e-4)
     assert segzoo.load(folder).runtime == "onnx"  # auto prefers onnxruntime
+    if extra.get("instance_maps"):  # every output channel exported, the learned map decoded alike
+        from segzoo.predict.tiling import predict_probabilities
+
+        outputs = [predict_probabilities(segzoo.load(folder, runtime=r).run_batch, image, config) for r in ("keras", "onnx")]
+        assert outputs[0].shape == outputs[1].shape == (50, 77, 3)
+        np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-4)
+        assert (onnx_result.labels == keras_result.labels).mean() > 0.99
 
 
 def test_export_refuses_to_overwrite(tmp_path):

@@ -102,7 +102,7 @@ def test_chunk_result_round_trips_through_its_file(tmp_path, int8_predictor):
     image = _sample()[:256, :256]
     grid = Grid(0, 1.0, 1.0, 256, 256, 0.25, 16)
     chunk = Chunk(0, 0, (0, 0, 128, 128), (0, 0, 256, 256))
-    result = chunk_nuclei(image, predict_chunk(int8_predictor, image), chunk, grid, int8_predictor.config.postprocessing)
+    result = chunk_nuclei(image, predict_chunk(int8_predictor, image), chunk, grid, int8_predictor.config)
     assert result.count > 5 and set(result.columns) == set(COLUMNS)
     assert ((result.columns["centroid_x"] < 127.5) & (result.columns["centroid_y"] < 127.5)).all()
     result.save(tmp_path / "c.npz")

@@ -94,6 +94,30 @@ def test_fine_tune_starts_from_the_given_model(trained, tmp_path, capsys):
     assert "unknown zoo model 'no-such-model'" in capsys.readouterr().err
 
 
+def test_fine_tune_adds_instance_maps_and_chooses_their_decoding_on_validation(trained, tmp_path, capsys):
+    """--init-from a model without maps plus --arch-kwargs instance_maps: the trunk's weights copy
+    over (lr ~0 keeps them), the head is new, and tune_postprocessing compares both maps at every
+    marker threshold with the distance-transform watershed, by AJI on the validation tiles."""
+    data, start = trained
+    start_model, _ = load_model(start)
+    out = tmp_path / "maps"
+    assert train_main(_train_args(data, out, "--init-from", str(start), "--epochs", "1", "--lr", "1e-12",
+                                  "--warmup-steps", "0", "--weight-decay", "0",
+                                  "--arch-kwargs", '{"instance_maps": ["distance", "boundary"]}')) == 0
+    model, config = load_model(out)
+    assert config.instance_maps == ["distance", "boundary"] and config.output_channels == 3
+    tuned = {w.path: np.asarray(w) for w in model.weights}
+    for weight in start_model.trainable_weights:  # (BatchNorm's moving statistics move in training)
+        np.testing.assert_allclose(tuned[weight.path], np.asarray(weight), atol=1e-6)
+    selection = config.provenance["postprocessing_selection"]
+    assert {"distance@0.5", "boundary@0.3", "watershed_min_distance=4"} <= set(selection["aji"])
+    assert set(selection["pq"]) == set(selection["aji"])
+    assert selection["aji"][selection["chosen"]] == max(selection["aji"].values())
+    assert train_main(_train_args(data, tmp_path / "bad", "--init-from", str(out),
+                                  "--arch-kwargs", '{"instance_maps": ["boundary"]}')) == 2
+    assert "differ from the ['distance', 'boundary']" in capsys.readouterr().err
+
+
 def test_refit_on_every_tile_takes_settings_from_the_validated_model(trained, tmp_path, capsys):
     """--val-fraction 0 --settings-from: every tile trains, the last epoch is kept, and the
     threshold and post-processing come from the validated run, not from defaults."""

@@ -15,6 +15,7 @@ runtime beats here. scripts/benchmark.py runs it and writes benchmark.json / ben
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -78,9 +79,29 @@ def measure(model: str, folder: Path, runtime_name: str, image: Path, *, repeats
             forward.append(time.perf_counter() - start)
         result.update(size=f"{shape[1]}x{shape[0]}", pixels=shape[0] * shape[1], padded=list(batch.shape[1:3]),
                       times_ms=[1000 * t for t in times], forward_times_ms=[1000 * t for t in forward],
-                      nuclei=out.num_nuclei)
+                      nuclei=out.num_nuclei, **postprocessing_times(predictor, rgb, repeats))
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
+
+
+def postprocessing_times(predictor, rgb, repeats: int) -> dict:
+    """Instance post-processing alone on one tile's network outputs, side by side (ms, lists of
+    `repeats`): `post_times_ms` with the model's own config, `transform_times_ms` with the
+    distance-transform watershed every model used before the learned instance maps (the same
+    for a model without maps). Threshold, hole filling and small-object removal are in both."""
+    from segzoo.predict.postprocessing import outputs_to_instances
+    from segzoo.predict.tiling import predict_probabilities
+
+    config = predictor.config
+    transform = dataclasses.replace(config, postprocessing=dataclasses.replace(config.postprocessing,
+                                                                               instance_map=None))
+    outputs = predict_probabilities(predictor.run_batch, rgb, config)
+    own, old = [], []
+    for _ in range(repeats):
+        own.append(1000 * _timed(lambda: outputs_to_instances(outputs, config)))
+        old.append(1000 * _timed(lambda: outputs_to_instances(outputs, transform)))
+    return {"post_times_ms": own, "transform_times_ms": old,
+            "instance_map": config.postprocessing.instance_map}
 
 
 def _child(job: str) -> None:
@@ -169,7 +190,12 @@ def _timed(fn) -> float:
 def summarize(measurements: list[dict]) -> dict:
     """One row from the rounds of one (model, runtime): median and p95 over every repeat of
     every round, the largest peak RSS."""
-    row = {k: v for k, v in measurements[0].items() if k not in ("times_ms", "forward_times_ms", "peak_rss_mb")}
+    row = {k: v for k, v in measurements[0].items()
+           if k not in ("times_ms", "forward_times_ms", "post_times_ms", "transform_times_ms", "peak_rss_mb")}
+    for key in ("post", "transform"):
+        values = [t for m in measurements for t in m.get(f"{key}_times_ms", [])]
+        if values:
+            row[f"{key}_ms"] = statistics.median(values)
     times = sorted(t for m in measurements for t in m["times_ms"])
     forward = [t for m in measurements for t in m["forward_times_ms"]]
     median = statistics.median(times)
@@ -246,6 +272,17 @@ def markdown(rows: list[dict], large_rows: list[dict], meta: dict) -> str:
             share = f"{floor / row['forward_ms']:.0%}" if row.get("forward_ms") else "-"
             padded = "x".join(str(v) for v in reversed(row.get("padded", []))) or "-"
             lines.append(f"| {model} | {padded} | {gflop:.1f} | {floor:.0f} | {share} |")
+    post_rows = [r for r in rows if r.get("post_ms") and r.get("forward_ms")]
+    if post_rows:
+        lines += ["", "Instance post-processing per tile, alone and side by side on the same network outputs: "
+                  "the model's own (a learned instance map where the model has one) and the "
+                  "distance-transform watershed every model used before.", "",
+                  "| model | runtime | network alone ms | instances ms | map | distance-transform watershed ms "
+                  "| instances / watershed |", "|---|---|---|---|---|---|---|"]
+        for r in post_rows:
+            lines.append(f"| {r['model']} | {r['runtime']} | {r['forward_ms']:.0f} | {r['post_ms']:.0f} | "
+                         f"{r.get('instance_map') or '-'} | {r['transform_ms']:.0f} | "
+                         f"{r['post_ms'] / r['transform_ms']:.2f} |")
     if large_rows:
         lines += ["", "| model | runtime | image | wall s | MP/s | peak RSS MB |", "|---|---|---|---|---|---|"]
         for r in large_rows:

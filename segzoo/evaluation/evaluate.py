@@ -30,7 +30,7 @@ from segzoo.evaluation.metrics import (
 )
 from segzoo.io.files import atomic_write_bytes, atomic_write_text
 from segzoo.io.outputs import overlay_image
-from segzoo.predict.postprocessing import count_nuclei, probabilities_to_instances
+from segzoo.predict.postprocessing import count_nuclei, outputs_to_instances
 from segzoo.predict.tiling import BatchRunner, predict_probabilities
 from segzoo.provenance import portable_path
 
@@ -52,8 +52,7 @@ def evaluate(run_batch: BatchRunner, config: ModelConfig, data: str | Path, *, t
     error_totals = {"truth": 0, "pred": 0, "split": 0, "merged": 0, "unmatched": 0}
     for sample in samples:
         gt = load_sample(sample)
-        prob = predict_probabilities(run_batch, gt.image, config, tta=tta)[..., 0]
-        mask, labels = probabilities_to_instances(prob, config.postprocessing)
+        prob, mask, labels = outputs_to_instances(predict_probabilities(run_batch, gt.image, config, tta=tta), config)
         counts = pixel_counts(mask, gt.mask)
         total = total + counts
         row = {"image": sample.stem, "loss": binary_cross_entropy(prob, gt.mask), **counts.metrics()}

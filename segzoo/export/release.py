@@ -111,8 +111,8 @@ def _evaluate(dest: Path, test: Path) -> None:
 
 
 def export_onnx_files(dest: Path, data: Path) -> dict:
-    """model.onnx (parity-checked), and model.int8.onnx when its test Dice is within
-    INT8_MAX_DICE_DROP of the Keras model's (metrics.json); the comparison goes to
+    """model.onnx (parity-checked), and model.int8.onnx when its test Dice and mean AJI are each
+    within INT8_MAX_DICE_DROP of the Keras model's (metrics.json); the comparison goes to
     int8_check.json, which is returned."""
     from segzoo.datasets.monuseg import discover_samples
     from segzoo.evaluation.evaluate import evaluate
@@ -124,15 +124,20 @@ def export_onnx_files(dest: Path, data: Path) -> dict:
 
     first_tile = read_image(discover_samples(data / "test")[0].image)
     export_onnx(dest, dest / ONNX_FILENAMES["fp32"], overwrite=True, real_image=first_tile)
-    fp32 = json.loads((dest / "metrics.json").read_text())["micro"]["dice"]
+    fp32_metrics = json.loads((dest / "metrics.json").read_text())
+    fp32, fp32_aji = fp32_metrics["micro"]["dice"], fp32_metrics["mean"].get("aji")
     candidate = dest / ".int8.tmp.onnx"
     quantize_int8(dest / ONNX_FILENAMES["fp32"], candidate, data / "train", overwrite=True)
     int8_bytes, int8_config = read_segzoo_onnx(candidate)
     int8_metrics, _ = evaluate(onnx_runner(int8_bytes), int8_config, data / "test")
     drop = fp32 - int8_metrics["micro"]["dice"]
-    print(f"int8 test Dice {int8_metrics['micro']['dice']:.4f} vs fp32 {fp32:.4f} (drop {drop:+.4f})")
+    int8_aji = int8_metrics["mean"].get("aji")
+    aji_drop = None if fp32_aji is None or int8_aji is None else fp32_aji - int8_aji
+    print(f"int8 test Dice {int8_metrics['micro']['dice']:.4f} vs fp32 {fp32:.4f} (drop {drop:+.4f})"
+          + ("" if aji_drop is None else f", AJI {int8_aji:.4f} vs {fp32_aji:.4f} (drop {aji_drop:+.4f})"))
     check = {"fp32_dice": fp32, "int8_dice": int8_metrics["micro"]["dice"], "drop": drop,
-             "max_drop": INT8_MAX_DICE_DROP, "kept": drop <= INT8_MAX_DICE_DROP}
+             "fp32_aji": fp32_aji, "int8_aji": int8_aji, "aji_drop": aji_drop, "max_drop": INT8_MAX_DICE_DROP,
+             "kept": drop <= INT8_MAX_DICE_DROP and (aji_drop is None or aji_drop <= INT8_MAX_DICE_DROP)}
     atomic_write_text(dest / "int8_check.json", json.dumps(check, indent=2) + "\n")
     if check["kept"]:
         candidate.replace(dest / ONNX_FILENAMES["int8"])

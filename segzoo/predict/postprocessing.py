@@ -10,7 +10,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
-from segzoo.config import Postprocessing
+from segzoo.config import ModelConfig, Postprocessing
 
 
 def label_sizes(labels: np.ndarray, count: int, block_rows: int = 1024) -> np.ndarray:
@@ -93,12 +93,34 @@ STRIP_PIXELS = 1 << 22
 so no context rows are computed twice; a 10000-pixel-wide image gets 419-row strips)."""
 
 
-def mask_to_instances(mask: np.ndarray, post: Postprocessing, strip_rows: int | None = None) -> np.ndarray:
-    """int32 instance labels: connected components, each split by a watershed on the
-    (smoothed) distance transform, with one marker per local maximum of that distance
-    (a (2*watershed_min_distance+1)-pixel window; a flat top is one marker). Components
-    smaller than 4*watershed_min_distance**2 pixels, or with fewer than two maxima of
-    their own, stay whole.
+def split_outputs(outputs: np.ndarray, config: ModelConfig) -> tuple[np.ndarray, np.ndarray | None]:
+    """(nucleus probability HxW, centre score HxW or None) from a network output HxWxK.
+
+    The centre score is what the learned-map watershed floods from (high at nucleus centres, in
+    [0, 1]): the "distance" map as it is, 1 - the "boundary" map. None when the config's
+    post-processing uses no learned map (then mask_to_instances uses the distance transform)."""
+    outputs = np.asarray(outputs)
+    channel = config.instance_channel()
+    prob = outputs[..., 0]
+    if channel is None:
+        return prob, None
+    score = outputs[..., channel].astype(np.float32, copy=False)
+    if config.postprocessing.instance_map == "boundary":
+        score = 1.0 - score
+    return prob, score
+
+
+def mask_to_instances(mask: np.ndarray, post: Postprocessing, strip_rows: int | None = None,
+                      centres: np.ndarray | None = None) -> np.ndarray:
+    """int32 instance labels: connected components, each split by a watershed.
+
+    Without `centres`: on the (smoothed) distance transform, with one marker per local maximum
+    of that distance (a (2*watershed_min_distance+1)-pixel window; a flat top is one marker);
+    components smaller than 4*watershed_min_distance**2 pixels stay whole. With `centres` (a
+    learned centre score HxW in [0, 1], see split_outputs): on that score, with one marker per
+    8-connected region of score >= post.marker_threshold; no distance transform, smoothing or
+    maximum filter, which is most of the time of the other path. Either way components with
+    fewer than two markers of their own stay whole.
 
     Works on row strips holding the components that start in them (plus context rows), so
     memory grows with the strip (strip_rows x width, plus the tallest component; by default
@@ -114,7 +136,13 @@ def mask_to_instances(mask: np.ndarray, post: Postprocessing, strip_rows: int | 
     boxes = ndi.find_objects(components)
     tops = np.array([box[0].start for box in boxes])
     bottoms = np.array([box[0].stop for box in boxes])
-    splittable = label_sizes(components, count) >= 4 * min_distance * min_distance
+    if centres is None:
+        splittable = label_sizes(components, count) >= 4 * min_distance * min_distance
+    else:
+        centres = np.asarray(centres, dtype=np.float32)
+        if centres.shape != mask.shape:
+            raise ValueError(f"centres {centres.shape} and mask {mask.shape} differ in shape")
+        splittable = np.ones(count + 1, dtype=bool)
     splittable[0] = False
     labels = np.zeros_like(components)
     if strip_rows is None:
@@ -133,11 +161,15 @@ def mask_to_instances(mask: np.ndarray, post: Postprocessing, strip_rows: int | 
         member = np.zeros(count + 1, dtype=bool)
         member[ids] = True
         own = member[region]
-        # Pad with background so nuclei touching the image border get distance 1 there.
-        distance = ndi.distance_transform_edt(np.pad(region > 0, 1))[1:-1, 1:-1].astype(np.float32)
-        smoothed = ndi.gaussian_filter(distance, sigma=1.0, output=np.float32)  # no spurious maxima
-        del distance
-        peaks = smoothed == ndi.maximum_filter(smoothed, size=2 * min_distance + 1)
+        if centres is None:
+            # Pad with background so nuclei touching the image border get distance 1 there.
+            distance = ndi.distance_transform_edt(np.pad(region > 0, 1))[1:-1, 1:-1].astype(np.float32)
+            smoothed = ndi.gaussian_filter(distance, sigma=1.0, output=np.float32)  # no spurious maxima
+            del distance
+            peaks = smoothed == ndi.maximum_filter(smoothed, size=2 * min_distance + 1)
+        else:
+            smoothed = centres[c0:c1]
+            peaks = smoothed >= post.marker_threshold
         peaks &= own
         peaks &= splittable[region]
         blobs, _ = ndi.label(peaks, structure=np.ones((3, 3), dtype=bool))  # a flat top is one marker...
@@ -175,10 +207,15 @@ def mask_to_instances(mask: np.ndarray, post: Postprocessing, strip_rows: int | 
     return labels
 
 
-def probabilities_to_instances(prob: np.ndarray, post: Postprocessing) -> tuple[np.ndarray, np.ndarray]:
-    """(mask, labels) from a probability map with the config's post-processing."""
+def probabilities_to_instances(prob: np.ndarray, post: Postprocessing,
+                               centres: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(mask, labels) from a probability map with the config's post-processing; `centres`: the
+    learned centre score (split_outputs) when the config uses an instance map."""
+    if (centres is None) != (post.instance_map is None):
+        raise ValueError(f"postprocessing.instance_map is {post.instance_map!r} but centres "
+                         f"{'were not' if centres is None else 'were'} given (see split_outputs)")
     mask = probabilities_to_mask(prob, post)
-    labels = mask_to_instances(mask, post)
+    labels = mask_to_instances(mask, post, centres=centres)
     if post.min_object_size > 0 and labels.max() > 0:
         sizes = label_sizes(labels, int(labels.max()))
         small = sizes < post.min_object_size
@@ -186,6 +223,13 @@ def probabilities_to_instances(prob: np.ndarray, post: Postprocessing) -> tuple[
         if small.any():
             labels[small[labels]] = 0
     return mask, labels
+
+
+def outputs_to_instances(outputs: np.ndarray, config: ModelConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(prob HxW float32, mask, labels) from a network output HxWxK with `config`'s post-processing."""
+    prob, centres = split_outputs(outputs, config)
+    mask, labels = probabilities_to_instances(prob, config.postprocessing, centres)
+    return prob.astype(np.float32, copy=False), mask, labels
 
 
 def count_nuclei(labels: np.ndarray) -> int:

@@ -18,7 +18,7 @@ import numpy as np
 from segzoo.config import ModelConfig
 from segzoo.errors import SegzooError
 from segzoo.io.images import ImageLike, list_images, read_image
-from segzoo.predict.postprocessing import count_nuclei, no_data_mask, probabilities_to_instances
+from segzoo.predict.postprocessing import count_nuclei, no_data_mask, outputs_to_instances
 from segzoo.predict.preprocessing import fill_no_data
 from segzoo.predict.tiling import BatchRunner, predict_probabilities
 
@@ -31,7 +31,8 @@ class ModelOutputError(SegzooError):
 
 
 class CheckedRunner:
-    """A BatchRunner that refuses output which is not (N, H, W, 1) for an (N, H, W, C) batch.
+    """A BatchRunner that refuses output which is not (N, H, W, K) for an (N, H, W, C) batch, where K
+    is the config's output_channels (1 + its instance maps).
 
     Every runtime's output goes through it, so a model that downsamples (output half the
     input size) or predicts several classes fails on its first batch with a message naming
@@ -40,18 +41,19 @@ class CheckedRunner:
     `session`) are those of the wrapped runner.
     """
 
-    def __init__(self, run_batch: BatchRunner, model: str):
+    def __init__(self, run_batch: BatchRunner, model: str, channels: int = 1):
         self.wrapped = run_batch
         self.model = model
+        self.channels = channels
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         out = self.wrapped(batch)
         shape = tuple(getattr(out, "shape", ()))
-        expected = (*batch.shape[:3], 1)
+        expected = (*batch.shape[:3], self.channels)
         if shape != expected:
             if len(shape) == 4 and shape[:3] == expected[:3]:
-                problem = (f"{shape[3]} output channels; segzoo models predict one nucleus probability "
-                           "channel (num_classes=1)")
+                problem = (f"{shape[3]} output channels; the config says {self.channels}: one nucleus "
+                           "probability channel (num_classes=1), then one per architecture_kwargs.instance_maps")
             else:
                 problem = ("the output must be (N, H, W, 1) at the input's height and width "
                            "(a model whose output is smaller or larger than its input is not supported)")
@@ -123,7 +125,8 @@ class Predictor:
     def run_batch(self, run_batch: BatchRunner) -> None:
         if isinstance(run_batch, CheckedRunner):
             run_batch = run_batch.wrapped
-        self._run_batch = CheckedRunner(run_batch, self.config.name or self.config.architecture)
+        self._run_batch = CheckedRunner(run_batch, self.config.name or self.config.architecture,
+                                        self.config.output_channels)
 
     def predict(self, image: ImageLike, *, tta: bool = False, tile_size: int | None = None,
                 overlap: int | None = None, batch_size: int | None = None) -> Prediction:
@@ -135,14 +138,14 @@ class Predictor:
         rgb = read_image(image)
         no_data = no_data_mask(rgb)
         has_no_data = bool(no_data.any())
-        prob = predict_probabilities(self.run_batch, fill_no_data(rgb, no_data) if has_no_data else rgb,
-                                     self.config, tile_size=tile_size, overlap=overlap,
-                                     batch_size=batch_size, tta=tta)[..., 0]
+        outputs = predict_probabilities(self.run_batch, fill_no_data(rgb, no_data) if has_no_data else rgb,
+                                        self.config, tile_size=tile_size, overlap=overlap,
+                                        batch_size=batch_size, tta=tta)
         if has_no_data:
-            prob = np.array(prob, dtype=np.float32)  # writable copy (runners may return read-only views)
-            prob[no_data] = 0.0
-        mask, labels = probabilities_to_instances(prob, self.config.postprocessing)
-        return Prediction(prob=prob.astype(np.float32, copy=False), mask=mask, labels=labels, image=rgb)
+            outputs = np.array(outputs, dtype=np.float32)  # writable copy (runners may return read-only views)
+            outputs[no_data, 0] = 0.0
+        prob, mask, labels = outputs_to_instances(outputs, self.config)
+        return Prediction(prob=prob, mask=mask, labels=labels, image=rgb)
 
     def predict_batch(self, images, *, progress: bool = True, **kwargs):
         """Predict several images (a list, or a folder of images). Yields (source, Prediction

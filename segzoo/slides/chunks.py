@@ -270,7 +270,8 @@ def read_chunk(slide, grid: Grid, chunk: Chunk) -> np.ndarray:
 
 
 def predict_chunk(predictor, image: np.ndarray, *, tta: bool = False) -> np.ndarray:
-    """Nucleus probability (HxW float32) of a chunk's image, as Predictor.predict computes it:
+    """Network outputs (HxWxK float32: the nucleus probability, then the model's instance maps) of
+    a chunk's image, as Predictor.predict computes them:
     no-data regions (segzoo.predict.postprocessing.no_data_mask) filled with mirrored tissue for the
     network (segzoo.predict.preprocessing.fill_no_data) and given probability 0, then
     segzoo.predict.tiling.predict_probabilities with the predictor's runtime and config (network
@@ -281,19 +282,22 @@ def predict_chunk(predictor, image: np.ndarray, *, tta: bool = False) -> np.ndar
 
     no_data = no_data_mask(image)
     has_no_data = bool(no_data.any())
-    prob = predict_probabilities(predictor.run_batch, fill_no_data(image, no_data) if has_no_data else image,
-                                 predictor.config, tta=tta)[..., 0]
+    outputs = predict_probabilities(predictor.run_batch, fill_no_data(image, no_data) if has_no_data else image,
+                                    predictor.config, tta=tta)
     if has_no_data:
-        prob = np.array(prob, dtype=np.float32)
-        prob[no_data] = 0.0
-    return prob
+        outputs = np.array(outputs, dtype=np.float32)
+        outputs[no_data, 0] = 0.0
+    return outputs
 
 
-def chunk_nuclei(image: np.ndarray, prob: np.ndarray, chunk: Chunk, grid: Grid, post) -> ChunkResult:
-    """Nuclei of a chunk's read box (image HxWx3 uint8, prob HxW float32) owned by its core.
+def chunk_nuclei(image: np.ndarray, outputs: np.ndarray, chunk: Chunk, grid: Grid, config) -> ChunkResult:
+    """Nuclei of a chunk's read box (image HxWx3 uint8, outputs HxWxK float32 from predict_chunk)
+    owned by its core.
 
-    Instances come from segzoo.predict.postprocessing.probabilities_to_instances with `post` (the
-    model's Postprocessing); measurements and outlines from segzoo.io.measurements.nucleus_table
+    Instances come from segzoo.predict.postprocessing.outputs_to_instances with `config` (the
+    model's ModelConfig: its post-processing, and its learned instance map when it has one;
+    both are local, so a nucleus whole inside the read box gets the labels a whole-image pass
+    gives it); measurements and outlines from segzoo.io.measurements.nucleus_table
     (one pass, outlines simplified to within writers.SIMPLIFY_TOLERANCE level-0 pixels),
     with the read box's origin as offset and f (level-0 pixels per working pixel) as scale,
     so they are in level-0 units: area (pixels; an integer count when f = 1), area_um2 (when
@@ -302,9 +306,9 @@ def chunk_nuclei(image: np.ndarray, prob: np.ndarray, chunk: Chunk, grid: Grid, 
     centroid lies in the core (half-open), so each belongs to exactly one chunk. Floats are
     rounded as writers writes them (MEASUREMENT_ROUNDING, VERTEX_DECIMALS)."""
     from segzoo.io.measurements import MEASUREMENT_ROUNDING, VERTEX_DECIMALS, nucleus_table
-    from segzoo.predict.postprocessing import probabilities_to_instances
+    from segzoo.predict.postprocessing import outputs_to_instances
 
-    _, labels = probabilities_to_instances(prob, post)
+    prob, _, labels = outputs_to_instances(outputs, config)
     rx0, ry0 = chunk.read[0], chunk.read[1]
     f = grid.level0_per_working
 
@@ -338,5 +342,5 @@ def run_chunk(predictor, slide, grid: Grid, chunk: Chunk, *, tta: bool = False) 
     another process can compute any chunk; DataError from the read (a corrupt region)
     propagates for the caller to record."""
     image = read_chunk(slide, grid, chunk)
-    prob = predict_chunk(predictor, image, tta=tta)
-    return chunk_nuclei(image, prob, chunk, grid, predictor.config.postprocessing)
+    outputs = predict_chunk(predictor, image, tta=tta)
+    return chunk_nuclei(image, outputs, chunk, grid, predictor.config)

@@ -133,12 +133,12 @@ def process_chunks(job: SlideJob, predictor, slide, *, progress: bool = True,
     def post() -> None:
         try:
             while (item := get(post_queue)) is not _DONE:
-                chunk, image, prob, error = item
+                chunk, image, outputs, error = item
                 result = None
                 if error is not None:
                     failed.append(failed_chunk(job, chunk, error))
                 else:
-                    result = chunk_nuclei(image, prob, chunk, job.grid, predictor.config.postprocessing)
+                    result = chunk_nuclei(image, outputs, chunk, job.grid, predictor.config)
                     result.save(job.chunk_path(chunk))
                     found[0] += result.count
                 bar.set_postfix_str(f"{found[0]} nuclei", refresh=False)
@@ -156,8 +156,8 @@ def process_chunks(job: SlideJob, predictor, slide, *, progress: bool = True,
     try:
         while (item := get(read_queue)) is not _DONE:
             chunk, image, error = item
-            prob = None if error is not None else predict_chunk(predictor, image, tta=job.tta)
-            if not put(post_queue, (chunk, image, prob, error)):
+            outputs = None if error is not None else predict_chunk(predictor, image, tta=job.tta)
+            if not put(post_queue, (chunk, image, outputs, error)):
                 break
         put(post_queue, _DONE)
         threads[1].join()

@@ -79,14 +79,30 @@ def hed_jitter(image: np.ndarray, rng: np.random.Generator, sigma: float, bias: 
 
 
 class PatchSampler:
-    """Draws augmented (image uint8 HxWx3, mask float32 HxWx1) patches from whole tiles."""
+    """Draws augmented (image uint8 HxWx3, target float32 HxWxC) patches from whole tiles.
+
+    Without `instance_maps` the target is the mask (C = 1). With them, `labels` holds each
+    tile's instance labels (None for a mask-only tile) and the target is
+    segzoo.training.targets.instance_targets of the augmented patch (C = 2 + len(instance_maps)):
+    the labels take the same crop, nearest-neighbour resize and D4 transform as the mask, and
+    the maps are computed on the patch, at its scale. The random draws are the same either way."""
 
     def __init__(self, images: list[np.ndarray], masks: list[np.ndarray], patch_size: int,
-                 augment: AugmentConfig | None = None):
+                 augment: AugmentConfig | None = None, *, labels: list[np.ndarray | None] | None = None,
+                 instance_maps: list[str] | tuple[str, ...] = ()):
         if not images:
             raise ValueError("PatchSampler needs at least one image")
         if len(images) != len(masks):
             raise ValueError("PatchSampler needs one mask per image")
+        self.instance_maps = tuple(instance_maps)
+        if self.instance_maps:
+            labels = list(labels) if labels is not None else [None] * len(images)
+            if len(labels) != len(images):
+                raise ValueError("PatchSampler needs one label image (or None) per image")
+            self.labels = [None if lab is None else lab.astype(np.int32) for lab in labels]
+        else:
+            self.labels = [None] * len(images)
+        self.target_channels = 2 + len(self.instance_maps) if self.instance_maps else 1
         self.images = images
         self.masks = [m.astype(np.uint8) for m in masks]
         self.patch_size = int(patch_size)
@@ -97,7 +113,7 @@ class PatchSampler:
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         aug, p = self.augment, self.patch_size
         index = rng.choice(len(self.images), p=self.tile_probs)
-        image, mask = self.images[index], self.masks[index]
+        image, mask, labels = self.images[index], self.masks[index], self.labels[index]
         scale = float(np.exp(rng.uniform(np.log(aug.scale_min), np.log(aug.scale_max))))
         crop = max(int(round(p / scale)), 1)
         h, w = mask.shape
@@ -105,19 +121,25 @@ class PatchSampler:
             pad = ((0, max(crop - h, 0)), (0, max(crop - w, 0)))
             image = np.pad(image, pad + ((0, 0),), mode="symmetric")
             mask = np.pad(mask, pad, mode="symmetric")
+            labels = None if labels is None else np.pad(labels, pad, mode="symmetric")
             h, w = mask.shape
         y = int(rng.integers(0, h - crop + 1))
         x = int(rng.integers(0, w - crop + 1))
         img = image[y:y + crop, x:x + crop]
         msk = mask[y:y + crop, x:x + crop]
+        lab = None if labels is None else labels[y:y + crop, x:x + crop]
         if crop != p:
             img = np.asarray(Image.fromarray(img).resize((p, p), Image.BILINEAR))
             msk = np.asarray(Image.fromarray(msk).resize((p, p), Image.NEAREST))
+            if lab is not None:  # int32 -> PIL mode "I", nearest: labels stay labels
+                lab = np.asarray(Image.fromarray(np.ascontiguousarray(lab)).resize((p, p), Image.NEAREST))
         if aug.d4:
             k = int(rng.integers(4))
             img, msk = np.rot90(img, k), np.rot90(msk, k)
+            lab = None if lab is None else np.rot90(lab, k)
             if rng.random() < 0.5:
                 img, msk = img[:, ::-1], msk[:, ::-1]
+                lab = None if lab is None else lab[:, ::-1]
         img = hed_jitter(np.ascontiguousarray(img), rng, aug.hed_sigma, aug.hed_bias)
         if aug.brightness > 0 or aug.contrast > 0:
             c = rng.uniform(1 - aug.contrast, 1 + aug.contrast)
@@ -125,4 +147,9 @@ class PatchSampler:
             mean = img.mean()
             img = np.clip((img.astype(np.float32) - mean) * c + mean + b, 0, 255).astype(np.uint8)
         img = intensity_jitter(img, rng, aug)
+        if self.instance_maps:
+            from segzoo.training.targets import instance_targets
+
+            lab = None if lab is None else np.ascontiguousarray(lab)
+            return np.ascontiguousarray(img), instance_targets(msk, lab, self.instance_maps)
         return np.ascontiguousarray(img), np.ascontiguousarray(msk, dtype=np.float32)[..., None]

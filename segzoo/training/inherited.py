@@ -15,6 +15,11 @@ from segzoo.zoo.sources import model_folder
 log = logging.getLogger("segzoo.train")
 
 
+HEAD_KWARGS = ("instance_maps",)
+"""Architecture arguments a fine-tune may add to its --init-from model: a new output head on the
+same trunk (the trunk's weights are copied by layer name, the head starts fresh)."""
+
+
 def source_name(source: str) -> str:
     """--settings-from/--init-from as provenance: a folder relative to the working folder
     (portable_path), a zoo name as given."""
@@ -69,9 +74,13 @@ def initial_model(init_from: str | None, architecture: str | None, arch_kwargs: 
         raise SegzooError(f"--init-from {init_from} is a {config.architecture!r} model, "
                           f"not {architecture!r}; drop -a or pick a matching model")
     resolved = resolve_kwargs(config.architecture, config.architecture_kwargs)
-    clash = {k: v for k, v in arch_kwargs.items() if resolved.get(k) != v}
+    clash = {k: v for k, v in arch_kwargs.items() if resolved.get(k) != v and k not in HEAD_KWARGS}
     if clash:
         raise SegzooError(f"--arch-kwargs {clash} disagree with --init-from {init_from} "
-                          f"({config.architecture_kwargs}); fine-tuning keeps the architecture")
+                          f"({config.architecture_kwargs}); fine-tuning keeps the architecture "
+                          f"(it may only add a head: {', '.join(HEAD_KWARGS)})")
+    if "instance_maps" in arch_kwargs and config.instance_maps and arch_kwargs["instance_maps"] != config.instance_maps:
+        raise SegzooError(f"--arch-kwargs instance_maps {arch_kwargs['instance_maps']} differ from the "
+                          f"{config.instance_maps} of --init-from {init_from}")
     log.info("initialised from %s (%s)", folder, config.architecture)
     return model, config

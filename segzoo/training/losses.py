@@ -102,6 +102,44 @@ LOSSES = {
 }
 
 
+@keras.saving.register_keras_serializable(package="segzoo")
+class InstanceMapsLoss(keras.losses.Loss):
+    """The loss of a model with learned instance maps (output channels: nucleus probability, then
+    `maps`), on targets laid out as segzoo.training.targets.instance_targets (mask, weight, maps):
+    the named probability loss on channel 0, plus for each map the binary cross-entropy against
+    its (soft) target, averaged over the pixels of the samples whose weight is 1 (tiles with
+    instance labels); a batch with none adds 0. So mask-only tiles train the probability alone."""
+
+    def __init__(self, base: str = "bce_dice", maps: int = 1, name: str = "instance_maps_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.base = base
+        self.maps = int(maps)
+        self.base_fn = get_loss(base)
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, y_pred.dtype)
+        loss = self.base_fn(y_true[..., :1], y_pred[..., :1])
+        weight = y_true[..., 1:2]
+        pixels = ops.maximum(ops.sum(weight), 1.0)
+        for i in range(self.maps):
+            target = y_true[..., 2 + i:3 + i]
+            pred = ops.clip(y_pred[..., 1 + i:2 + i], _EPS, 1.0 - _EPS)
+            bce = -(target * ops.log(pred) + (1.0 - target) * ops.log(1.0 - pred))
+            loss = loss + ops.sum(bce * weight) / pixels
+        return loss
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "base": self.base, "maps": self.maps}
+
+
+def training_loss(name: str, instance_maps: list[str] | tuple[str, ...] = ()):
+    """The loss a run compiles: get_loss(name), or InstanceMapsLoss around it for a model with
+    instance maps."""
+    if not instance_maps:
+        return get_loss(name)
+    return InstanceMapsLoss(name, len(instance_maps))
+
+
 def get_loss(name: str):
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; valid losses: {', '.join(sorted(LOSSES))}")

@@ -45,17 +45,35 @@ def compiled_model(config: ModelConfig, options: TrainOptions, init_model=None):
     import keras
 
     from segzoo.models.folders import build_from_config
-    from segzoo.training.losses import get_loss
+    from segzoo.training.losses import training_loss
 
     with dtype_policy(options.dtype_policy):
         model = build_from_config(config)
     if init_model is not None:
-        model.set_weights(init_model.get_weights())
+        transfer_weights(init_model, model)
     ema = {} if options.ema_momentum is None else {"use_ema": True, "ema_momentum": options.ema_momentum}
     optimizer = keras.optimizers.AdamW(learning_rate=learning_rate(options), weight_decay=options.weight_decay,
                                        **ema)
-    model.compile(optimizer=optimizer, loss=get_loss(options.loss))
+    model.compile(optimizer=optimizer, loss=training_loss(options.loss, config.instance_maps))
     return model
+
+
+def transfer_weights(source, target) -> None:
+    """Copy `source`'s weights into `target` layer by layer (matched by name); every layer of
+    `source` with weights must exist in `target` with the same shapes. Layers only `target` has
+    (the instance-map head added to a released model) keep their fresh initialisation."""
+    from segzoo.errors import SegzooError
+
+    target_layers = {layer.name: layer for layer in target.layers}
+    for layer in source.layers:
+        weights = layer.get_weights()
+        if not weights:
+            continue
+        other = target_layers.get(layer.name)
+        if other is None or [w.shape for w in other.get_weights()] != [w.shape for w in weights]:
+            raise SegzooError(f"--init-from: layer {layer.name!r} of the starting model has no counterpart "
+                              "of the same shape in the model being trained")
+        other.set_weights(weights)
 
 
 def devices() -> str:

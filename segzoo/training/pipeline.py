@@ -17,7 +17,8 @@ from segzoo.training.augment import PatchSampler
 
 def patch_batch(sampler: PatchSampler, batch_size: int, prep: Preprocessing, *, seed: int,
                 step: int) -> tuple[np.ndarray, np.ndarray]:
-    """Batch `step` of the stream: (images float32 NxPxPx3, masks float32 NxPxPx1), drawn from
+    """Batch `step` of the stream: (images float32 NxPxPx3, targets float32 NxPxPxC: the masks, or
+    with instance maps segzoo.training.targets.instance_targets), drawn from
     numpy's generator seeded with (seed, step), so it depends on nothing else."""
     rng = np.random.default_rng([seed, step])
     pairs = [sampler.sample(rng) for _ in range(batch_size)]
@@ -76,7 +77,7 @@ def make_dataset(sampler: PatchSampler, batch_size: int, prep: Preprocessing, *,
     p = sampler.patch_size
     channels = len(prep.mean)
     signature = (tf.TensorSpec((batch_size, p, p, channels), tf.float32),
-                 tf.TensorSpec((batch_size, p, p, 1), tf.float32))
+                 tf.TensorSpec((batch_size, p, p, sampler.target_channels), tf.float32))
     dataset = tf.data.Dataset.from_generator(
         lambda: patch_batches(sampler, batch_size, prep, seed=seed, start_step=start_step),
         output_signature=signature)

@@ -12,7 +12,7 @@ from segzoo.config import CONFIG_FILENAME, WEIGHTS_FILENAME, ModelConfig
 from segzoo.datasets.monuseg import discover_samples
 from segzoo.errors import SegzooError
 from segzoo.provenance import environment, portable_command, portable_path
-from segzoo.training.inherited import initial_model, settings_model, settings_provenance, source_name
+from segzoo.training.inherited import HEAD_KWARGS, initial_model, settings_model, settings_provenance, source_name
 from segzoo.training.options import TrainOptions
 from segzoo.training.run_folder import checkpoint_path, new_state, prepare_run_folder, read_state
 from segzoo.training.selection import choose_threshold, tune_postprocessing
@@ -47,7 +47,7 @@ def train(options: TrainOptions, argv: list[str]) -> Path:
     train_samples, val_samples = split_train_val(discover_samples(options.data), options.val_fraction,
                                                  options.seed, options.val_stems)
     log.info("data: %d training, %d validation tiles from %s", len(train_samples), len(val_samples), options.data)
-    train_images, train_masks = load_images_and_masks(train_samples)
+    train_images, train_masks, train_labels = load_images_and_masks(train_samples, labels=True)
     val_images, val_masks = load_images_and_masks(val_samples)
     config = run_config(options, init_config, settings)
     config.provenance = _provenance(options, argv, keras.backend.backend(), [s.stem for s in train_samples],
@@ -64,7 +64,12 @@ def train(options: TrainOptions, argv: list[str]) -> Path:
     del init_model
     log.info("model %s: %d parameters; devices: %s", config.architecture, model.count_params(), devices())
 
-    sampler = PatchSampler(train_images, train_masks, options.patch_size, options.augmentation())
+    if config.instance_maps:
+        log.info("instance maps %s: instance labels on %d of %d training tiles (the others train the "
+                 "probability only)", config.instance_maps, sum(lab is not None for lab in train_labels),
+                 len(train_labels))
+    sampler = PatchSampler(train_images, train_masks, options.patch_size, options.augmentation(),
+                           labels=train_labels, instance_maps=config.instance_maps)
     dataset = make_dataset(sampler, options.batch_size, config.preprocessing, seed=options.seed,
                            start_step=state["epoch"] * options.steps_per_epoch)
 
@@ -111,7 +116,8 @@ def run_config(options: TrainOptions, init_config: ModelConfig | None, settings:
     from segzoo.models.folders import default_config
 
     if init_config is not None:
-        config = default_config(init_config.architecture, **init_config.architecture_kwargs)
+        head = {k: v for k, v in options.arch_kwargs.items() if k in HEAD_KWARGS}
+        config = default_config(init_config.architecture, **{**init_config.architecture_kwargs, **head})
         config.preprocessing = init_config.preprocessing
         config.postprocessing = init_config.postprocessing
     else:

@@ -4,6 +4,7 @@ the run's config.json with the scores they were chosen by."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -11,8 +12,8 @@ import numpy as np
 
 from segzoo.config import CONFIG_FILENAME, ModelConfig
 from segzoo.datasets.monuseg import discover_samples, load_sample
-from segzoo.evaluation.metrics import PixelCounts, aggregated_jaccard_index, pixel_counts
-from segzoo.predict.postprocessing import probabilities_to_instances
+from segzoo.evaluation.metrics import PixelCounts, aggregated_jaccard_index, panoptic_quality, pixel_counts
+from segzoo.predict.postprocessing import outputs_to_instances
 from segzoo.predict.tiling import predict_probabilities
 from segzoo.runtime.keras import keras_runner
 
@@ -22,12 +23,19 @@ log = logging.getLogger("segzoo.train")
 # averaging (runs of stop 13) chose 0.30, the old lower edge, with Dice still rising below it.
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.20, 0.71, 0.05))
 WATERSHED_MIN_DISTANCES = (3, 4, 5, 6, 8)
+MARKER_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+def predict_outputs(model, config: ModelConfig, images: list[np.ndarray], tta: bool) -> list[np.ndarray]:
+    """A Keras model's HxWxK outputs (nucleus probability, then instance maps) for each image
+    (tiled as `config` says)."""
+    run = keras_runner(model)
+    return [predict_probabilities(run, image, config, tta=tta) for image in images]
 
 
 def predict_probs(model, config: ModelConfig, images: list[np.ndarray], tta: bool) -> list[np.ndarray]:
     """A Keras model's HxW nucleus probabilities for each image (tiled as `config` says)."""
-    run = keras_runner(model)
-    return [predict_probabilities(run, image, config, tta=tta)[..., 0] for image in images]
+    return [out[..., 0] for out in predict_outputs(model, config, images, tta)]
 
 
 def dice_at(probs: list[np.ndarray], masks: list[np.ndarray], threshold: float) -> float:
@@ -56,9 +64,29 @@ def choose_threshold(out: Path, val_images, val_masks, tta: bool) -> None:
     log.info("threshold %.2f chosen on validation (Dice %.4f; at 0.50: %.4f)", best, scores[best], scores[0.5])
 
 
+def instance_settings(config: ModelConfig) -> list[dict]:
+    """The post-processing settings tune_postprocessing compares: the distance-transform watershed
+    at each WATERSHED_MIN_DISTANCES, and for a model with instance maps each of its maps (the
+    designs compared) at each MARKER_THRESHOLDS; the transform stays a candidate, so a map is
+    chosen only where it beats it."""
+    transform = [{"instance_map": None, "watershed_min_distance": d} for d in WATERSHED_MIN_DISTANCES]
+    return transform + [{"instance_map": m, "marker_threshold": t}
+                        for m in config.instance_maps for t in MARKER_THRESHOLDS]
+
+
+def setting_key(setting: dict) -> str:
+    """A setting as one string for the provenance: 'watershed_min_distance=4', 'distance@0.5'."""
+    if setting["instance_map"] is None:
+        return f"watershed_min_distance={setting['watershed_min_distance']}"
+    return f"{setting['instance_map']}@{setting['marker_threshold']}"
+
+
 def tune_postprocessing(folder: str | Path, data: str | Path) -> dict | None:
-    """Choose watershed_min_distance by mean AJI on the validation tiles that have XML
-    instance labels (the config's provenance names them); stores it in config.json."""
+    """Choose the instance post-processing by mean AJI on the validation tiles that have XML
+    instance labels (the config's provenance names them): watershed_min_distance for a model
+    without instance maps; the instance map and marker_threshold for one with them (so two maps
+    trained side by side are compared on validation here). Stores the choice, and every
+    setting's AJI and PQ, in config.json."""
     from segzoo.models.folders import load_model
 
     folder = Path(folder)
@@ -70,18 +98,23 @@ def tune_postprocessing(folder: str | Path, data: str | Path) -> dict | None:
                  config.postprocessing.watershed_min_distance)
         return None
     loaded = [load_sample(s) for s in samples]
-    probs = predict_probs(model, config, [s.image for s in loaded], False)
-    scores = {}
-    for distance in WATERSHED_MIN_DISTANCES:
-        config.postprocessing.watershed_min_distance = distance
-        scores[distance] = float(np.mean([
-            aggregated_jaccard_index(s.labels, probabilities_to_instances(p, config.postprocessing)[1])
-            for s, p in zip(loaded, probs)]))
-    best = max(scores, key=lambda d: (scores[d], -d))
-    config.postprocessing.watershed_min_distance = best
+    outputs = predict_outputs(model, config, [s.image for s in loaded], False)
+    settings = instance_settings(config)
+    aji, pq = {}, {}
+    original = config.postprocessing
+    for setting in settings:
+        config.postprocessing = dataclasses.replace(original, **setting)
+        labels = [outputs_to_instances(out, config)[2] for out in outputs]
+        aji[setting_key(setting)] = float(np.mean([aggregated_jaccard_index(s.labels, p)
+                                                   for s, p in zip(loaded, labels)]))
+        pq[setting_key(setting)] = float(np.mean([panoptic_quality(s.labels, p)["pq"]
+                                                  for s, p in zip(loaded, labels)]))
+    best = max(settings, key=lambda st: (aji[setting_key(st)], -settings.index(st)))
+    config.postprocessing = dataclasses.replace(original, **best)
     config.provenance["postprocessing_selection"] = {
-        "split": "validation", "images": sorted(s.stem for s in samples),
-        "aji_by_watershed_min_distance": {str(k): round(v, 5) for k, v in scores.items()}}
+        "split": "validation", "images": sorted(s.stem for s in samples), "chosen": setting_key(best),
+        "aji": {k: round(v, 5) for k, v in aji.items()}, "pq": {k: round(v, 5) for k, v in pq.items()}}
     config.save(folder / CONFIG_FILENAME)
-    log.info("watershed_min_distance %d chosen on %d validation tile(s) (AJI %.4f)", best, len(samples), scores[best])
-    return scores
+    log.info("post-processing %s chosen on %d validation tile(s) (AJI %.4f, PQ %.4f)", setting_key(best),
+             len(samples), aji[setting_key(best)], pq[setting_key(best)])
+    return aji

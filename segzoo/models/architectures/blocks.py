@@ -41,9 +41,33 @@ def probabilities(scores, num_classes: int):
     return layers.Activation(activation, dtype="float32", name="probabilities")(scores)
 
 
-def segmentation_head(x, num_classes: int):
-    """class_scores then probabilities: the head of a model whose features are at full resolution."""
-    return probabilities(class_scores(x, num_classes), num_classes)
+def instance_scores(x, instance_maps):
+    """Scores of the learned instance maps (segzoo.config.INSTANCE_MAPS, in `instance_maps`' order):
+    a 3x3 conv-BN-ReLU of 16 filters ("instance_a") then a 1x1 conv ("instance_logits", float32),
+    beside the class scores on the same features; None when `instance_maps` is empty."""
+    if not instance_maps:
+        return None
+    x = conv_bn_relu(x, 16, name="instance_a")
+    return layers.Conv2D(len(instance_maps), 1, padding="same", dtype="float32", name="instance_logits")(x)
+
+
+def model_outputs(scores, maps, num_classes: int):
+    """The model's one output "probabilities", N x H x W x (1 + len(instance_maps)): channel 0 the
+    nucleus probability, then each instance map through a sigmoid (all in [0, 1]). One tensor, so
+    tiling, blending, test-time augmentation and every runtime treat the channels alike (the
+    maps are invariant under the D4 transforms of test-time augmentation). Without instance maps
+    it is probabilities(scores): the layers and names of models released before them."""
+    if maps is None:
+        return probabilities(scores, num_classes)
+    nucleus = layers.Activation("sigmoid", dtype="float32", name="nucleus_probability")(scores)
+    maps = layers.Activation("sigmoid", dtype="float32", name="instance_maps")(maps)
+    return layers.Concatenate(dtype="float32", name="probabilities")([nucleus, maps])
+
+
+def segmentation_head(x, num_classes: int, instance_maps=()):
+    """class_scores (and instance_scores) then model_outputs: the head of a model whose features
+    are at full resolution."""
+    return model_outputs(class_scores(x, num_classes), instance_scores(x, instance_maps), num_classes)
 
 
 def image_input(in_channels: int):

@@ -16,7 +16,14 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from segzoo.models.architectures.blocks import class_scores, conv_bn, conv_bn_relu, image_input, probabilities
+from segzoo.models.architectures.blocks import (
+    class_scores,
+    conv_bn,
+    conv_bn_relu,
+    image_input,
+    instance_scores,
+    model_outputs,
+)
 from segzoo.models.architectures.layers import BilinearUpsample, BroadcastToSpatial
 
 PAPER = ("Chen, Papandreou, Schroff, Adam. Rethinking Atrous Convolution for Semantic "
@@ -33,6 +40,7 @@ DEFAULTS = {
     "decoder": True,
     "decoder_stride": 4,
     "dropout": 0.1,
+    "instance_maps": [],
 }
 
 
@@ -54,7 +62,7 @@ def _residual_block(x, filters: int, *, strides: int, dilation: int, name: str):
 
 def build(*, in_channels: int, num_classes: int, output_stride: int, backbone_filters,
           blocks_per_stage, aspp_filters: int, aspp_rates, decoder: bool,
-          decoder_stride: int, dropout: float) -> keras.Model:
+          decoder_stride: int, dropout: float, instance_maps=()) -> keras.Model:
     if output_stride not in (8, 16):
         raise ValueError(f"deeplabv3 output_stride must be 8 or 16, got {output_stride}")
     if len(backbone_filters) != 4 or len(blocks_per_stage) != 4:
@@ -106,5 +114,9 @@ def build(*, in_channels: int, num_classes: int, output_stride: int, backbone_fi
     # Class scores at low resolution, then bilinear upsampling of the scores to
     # the input size (as in the paper): cheaper than upsampling features.
     logits = class_scores(x, num_classes)
-    logits = BilinearUpsample(decoder_stride if decoder else output_stride, dtype="float32", name="final_up")(logits)
-    return keras.Model(inputs, probabilities(logits, num_classes), name="deeplabv3")
+    factor = decoder_stride if decoder else output_stride
+    logits = BilinearUpsample(factor, dtype="float32", name="final_up")(logits)
+    maps = instance_scores(x, instance_maps)
+    if maps is not None:
+        maps = BilinearUpsample(factor, dtype="float32", name="instance_up")(maps)
+    return keras.Model(inputs, model_outputs(logits, maps, num_classes), name="deeplabv3")
