@@ -101,10 +101,11 @@ def test_fine_tune_adds_instance_maps_and_chooses_their_decoding_on_validation(t
     data, start = trained
     start_model, _ = load_model(start)
     out = tmp_path / "maps"
-    assert train_main(_train_args(data, out, "--init-from", str(start), "--epochs", "1", "--lr", "1e-12",
-                                  "--warmup-steps", "0", "--weight-decay", "0",
+    assert train_main(_train_args(data, out, "--init-from", str(start), "--lr", "1e-12",
+                                  "--warmup-steps", "0", "--weight-decay", "0", "--epochs", "2", "--keep", "last",
                                   "--arch-kwargs", '{"instance_maps": ["distance", "boundary"]}')) == 0
     model, config = load_model(out)
+    assert config.provenance["best_epoch"] == 2 and config.provenance["selection"] == "last epoch (--keep last)"
     assert config.instance_maps == ["distance", "boundary"] and config.output_channels == 3
     tuned = {w.path: np.asarray(w) for w in model.weights}
     for weight in start_model.trainable_weights:  # (BatchNorm's moving statistics move in training)

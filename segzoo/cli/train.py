@@ -14,7 +14,7 @@ DESCRIPTION = "Train a segzoo model on a MoNuSeg-layout folder (see segzoo.train
 
 def parser() -> argparse.ArgumentParser:
     from segzoo.training.losses import LOSSES
-    from segzoo.training.options import DTYPE_POLICIES, SCHEDULES
+    from segzoo.training.options import DTYPE_POLICIES, KEEP, SCHEDULES
     from segzoo.training.options import TrainOptions as D
 
     p = OneLineParser(prog="segzoo train", description=DESCRIPTION,
@@ -54,6 +54,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=D.val_fraction)
     p.add_argument("--val-stems", nargs="*", default=None, help="explicit validation tiles (stems)")
     p.add_argument("--val-tta", action="store_true", help="D4 test-time augmentation for validation")
+    p.add_argument("--keep", choices=KEEP, default=D.keep,
+                   help="best: the epoch with the best validation Dice is the model; last: the last epoch "
+                        "(for a fine-tune whose starting model saw the validation tiles, where validation "
+                        "Dice favours the first epochs); the threshold and post-processing are chosen on "
+                        "validation either way")
     p.add_argument("--no-augment", action="store_true", help="disable all augmentation")
     p.add_argument("--hed-sigma", type=float, default=D.hed_sigma)
     p.add_argument("--intensity-augment", action="store_true",

@@ -26,7 +26,7 @@ from segzoo.config import ModelConfig
 from segzoo.errors import DataError, SegzooError
 from segzoo.io.files import atomic_write_text
 from segzoo.slides.base import ArraySlide
-from segzoo.slides.chunks import COLUMNS, Chunk, Grid, plan_chunks
+from segzoo.slides.chunks import CHUNK_TILE_SIZE, COLUMNS, Chunk, Grid, plan_chunks
 from segzoo.slides.manifest import MANIFEST, check_work, job_manifest
 from segzoo.slides.outputs import output_paths
 
@@ -201,8 +201,9 @@ def prepare_slide(predictor, slide, out: str | os.PathLike, *, mpp: float | None
                   name: str | None = None) -> SlideJob:
     """Plan one slide: resolution (working_grid), tissue mask, chunks, work folder.
 
-    chunk_size None makes each chunk's read box one network tile (config tile_size - 2 halo),
-    so the network runs once per chunk with no overlap inside it. Raises SegzooError when the
+    chunk_size None makes each chunk's read box one network tile of the slide path
+    (segzoo.slides.chunks.CHUNK_TILE_SIZE - 2 halo), so the network runs once per chunk with no
+    overlap inside it. Raises SegzooError when the
     outputs exist and this is not a resume (pass overwrite=True), or when the work folder
     holds another job (restart=True discards it)."""
     out = Path(out)
@@ -213,7 +214,7 @@ def prepare_slide(predictor, slide, out: str | os.PathLike, *, mpp: float | None
         raise SegzooError(f"halo must be >= 0 pixels, got {halo}")
     halo = -(-halo // stride) * stride
     if chunk_size is None:
-        chunk_size = max(config.inference.tile_size - 2 * halo, stride) // stride * stride
+        chunk_size = max(CHUNK_TILE_SIZE - 2 * halo, stride) // stride * stride
     if int(chunk_size) < 1:
         raise SegzooError(f"chunk_size must be >= 1 pixel, got {chunk_size}")
     chunk_size = -(-int(chunk_size) // stride) * stride

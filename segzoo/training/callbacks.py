@@ -81,9 +81,11 @@ class Monitor(keras.callbacks.Callback):
             val_dice = dice_at(probs, self.val_masks, 0.5)
         else:
             val_dice = float("nan")
-        improved = not self.val_images or val_dice > self.state["best_dice"]
+        improved = not self.val_images or self.options.keep == "last" or val_dice > self.state["best_dice"]
         if improved:
             self.state["best_dice"] = float(val_dice) if self.val_images else -1.0
+            if self.options.keep == "last":
+                self.config.provenance["selection"] = "last epoch (--keep last)"
             self.config.provenance["best_epoch"] = epoch + 1
             if self.val_images:
                 self.config.provenance["val_dice_at_0.5"] = round(float(val_dice), 5)

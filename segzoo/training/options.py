@@ -11,6 +11,7 @@ from segzoo.training.augment import AugmentConfig
 
 SCHEDULES = ("cosine", "constant")
 DTYPE_POLICIES = ("float32", "mixed_bfloat16")
+KEEP = ("best", "last")
 
 
 @dataclass
@@ -43,6 +44,7 @@ class TrainOptions:
     val_fraction: float = 0.2
     val_stems: list[str] | None = None
     val_tta: bool = False
+    keep: str = "best"
     no_augment: bool = False
     hed_sigma: float = AugmentConfig.hed_sigma
     intensity_augment: bool = False
@@ -69,6 +71,8 @@ class TrainOptions:
 
         if self.loss not in LOSSES:
             raise SegzooError(f"unknown loss {self.loss!r}; valid losses: {', '.join(LOSSES)}")
+        if self.keep not in KEEP:
+            raise SegzooError(f"unknown --keep {self.keep!r}; valid: {', '.join(KEEP)}")
         if self.resume and self.overwrite:
             raise SegzooError("--resume and --overwrite exclude each other")
         return self

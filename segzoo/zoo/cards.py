@@ -129,6 +129,49 @@ def _instance_errors_text(errors: dict | None) -> str:
             f"{errors['unmatched']} ({100 * errors['unmatched_rate']:.1f}%) touch no annotated nucleus.\n\n")
 
 
+MAP_NAMES = {"distance": "normalised distance", "boundary": "boundary"}
+
+
+def _outputs_text(config: dict) -> str:
+    """What the network outputs and how the predictor makes nuclei of it (the card's intro)."""
+    post = config["postprocessing"]
+    maps = config.get("architecture_kwargs", {}).get("instance_maps") or []
+    threshold = (f"a binary mask (threshold {post['threshold']},\nchosen on the validation split) and nucleus "
+                 "instances")
+    if not maps:
+        return (f"It outputs a per-pixel\nnucleus probability; segzoo's predictor turns it into {threshold} "
+                "(connected components split by a\ndistance-transform watershed).")
+    listed = " and ".join(f"{MAP_NAMES[m]} (`{m}`)" for m in maps)
+    used = post.get("instance_map")
+    how = ("connected components split by a distance-transform watershed, which beat the learned maps on "
+           "validation" if used is None else
+           f"connected components split by a watershed on the learned {MAP_NAMES[used]} map, one marker per "
+           f"region where its centre score is >= {post['marker_threshold']}")
+    return (f"It outputs a per-pixel\nnucleus probability and learned instance maps, {listed}, in one tensor "
+            f"(channel 0, then the maps); segzoo's predictor turns them into {threshold} ({how}).")
+
+
+def _selection_text(prov: dict) -> str:
+    """The instance post-processing chosen on validation: every setting compared, by design."""
+    chosen = prov.get("postprocessing_selection") or {}
+    aji, pq = chosen.get("aji"), chosen.get("pq")
+    if not aji or not pq:
+        return ""
+    designs: dict[str, list[str]] = {}
+    for key in aji:
+        designs.setdefault("distance-transform watershed" if key.startswith("watershed") else key.split("@")[0],
+                           []).append(key)
+    rows = []
+    for design, keys in designs.items():
+        best = max(keys, key=lambda k: aji[k])
+        rows.append(f"| {design} | {len(keys)} | {best} | {aji[best]:.4f} | {pq[best]:.4f} |")
+    return ("Instance post-processing, chosen by mean AJI on the validation tiles with XML instances "
+            f"({', '.join(chosen.get('images', []))}): `{chosen.get('chosen')}`. Each design at its best setting "
+            "(all settings in `config.json`, provenance.postprocessing_selection):\n\n"
+            "| design | settings tried | best setting | validation AJI | validation PQ |\n|---|---|---|---|---|\n"
+            + "\n".join(rows) + "\n\n")
+
+
 def render(folder: Path) -> str:
     """The model card (README.md text) of zoo folder `folder`, from the files in it."""
     config = json.loads((folder / "config.json").read_text())
@@ -148,9 +191,16 @@ def render(folder: Path) -> str:
     best_epoch = prov.get("best_epoch", "?")
     n_train = len(prov.get("train_stems", [])) or "?"
     selected = (f"The model is epoch {best_epoch} of {len(log_rows)}, the last" if prov.get("settings_from")
+                else f"The model is epoch {best_epoch} of {len(log_rows)}, the last (`--keep last`: the\nstarting "
+                "model saw the validation tiles, so their Dice would favour the first epochs)"
+                if str(prov.get("selection", "")).startswith("last epoch (--keep")
                 else f"Best validation\nDice at epoch {best_epoch} of {len(log_rows)}")
     patches_per_s = sorted(float(r["patches_per_s"]) for r in log_rows)[len(log_rows) // 2] if log_rows else 0
     fmt = lambda v: f"{v:.4f}"
+    limits = ("Touching nuclei are separated by\n  post-processing only (the network predicts a single foreground map), "
+              "so clusters can merge." if post.get("instance_map") is None else
+              "The instance maps learned from the 13\n  tiles with XML polygons only; dense clusters can still "
+              "merge or split.")
 
     def row(label: str, m: dict) -> str:
         micro_, mean_ = m["micro"], m["mean"]
@@ -204,10 +254,7 @@ model-index:
 # {name}
 
 {arch_text}, trained by [segzoo](https://github.com/segzoo/segzoo) on the 30 MoNuSeg 2018
-training tiles to segment cell nuclei in H&E-stained tissue at 40x. It outputs a per-pixel
-nucleus probability; segzoo's predictor turns it into a binary mask (threshold {post['threshold']},
-chosen on the validation split) and nucleus instances (connected components split by a
-distance-transform watershed).
+training tiles to segment cell nuclei in H&E-stained tissue at 40x. {_outputs_text(config)}
 
 ## Use
 
@@ -226,8 +273,7 @@ overlay, CSV of per-nucleus measurements).
   Other stains, magnifications or scanners need validation or fine-tuning first.
 - **Not for diagnosis** or any clinical decision.
 - Trained on {n_train} tiles (about {n_train} megapixels) from 7 organs; expect lower accuracy on unseen
-  organs and on dense, overlapping or out-of-focus nuclei. Touching nuclei are separated by
-  post-processing only (the network predicts a single foreground map), so clusters can merge.
+  organs and on dense, overlapping or out-of-focus nuclei. {limits}
 
 ## Training data
 
@@ -259,7 +305,7 @@ means over the 14 images; threshold {metrics['threshold']}. `metrics.json` holds
 
 {table}
 
-{_instance_errors_text(metrics.get("instance_errors"))}Per-image mean Dice (default): {mean['dice']:.4f}. Parameters: {metrics.get('params', 'n/a')}.
+{_instance_errors_text(metrics.get("instance_errors"))}{_selection_text(prov)}Per-image mean Dice (default): {mean['dice']:.4f}. Parameters: {metrics.get('params', 'n/a')}.
 
 Per image (default):
 
