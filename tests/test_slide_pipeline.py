@@ -375,3 +375,25 @@ def test_a_slide_without_resolution_needs_mpp(tmp_path, int8_predictor):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     summary = predict_slide(int8_predictor, path, tmp_path / "out", mpp=0.25, tissue=False, progress=False)
     assert summary.ok and summary.mpp == 0.25 and summary.nuclei == 1
+
+
+def test_a_default_chunk_is_one_network_pass_of_the_slide_tile(tmp_path, int8_predictor):
+    """chunk_size None: 1344 px cores read with 96 px halos, so an inner chunk's read box is one
+    CHUNK_TILE_SIZE tile and predict_chunk runs the network on it once."""
+    from segzoo.slides.chunks import CHUNK_TILE_SIZE
+    from segzoo.slides.planning import prepare_slide
+
+    slide = ArraySlide(np.full((4000, 4000, 3), 200, np.uint8), mpp=0.25)
+    job = prepare_slide(int8_predictor, slide, tmp_path, tissue=False)
+    inner = [c for c in job.chunks if c.read[0] > 0 and c.read[1] > 0 and c.read[2] < 4000 and c.read[3] < 4000]
+    assert inner and {(c.read[2] - c.read[0], c.read[3] - c.read[1]) for c in inner} == {(CHUNK_TILE_SIZE,) * 2}
+    assert {(c.core[2] - c.core[0]) for c in inner} == {CHUNK_TILE_SIZE - 2 * 96}
+    shapes = []
+
+    def run(batch):
+        shapes.append(batch.shape)
+        return np.zeros((*batch.shape[:3], 1), np.float32)
+
+    predictor = Predictor(run, int8_predictor.config)
+    predict_chunk(predictor, np.full((CHUNK_TILE_SIZE, CHUNK_TILE_SIZE, 3), 120, np.uint8))
+    assert shapes == [(1, CHUNK_TILE_SIZE, CHUNK_TILE_SIZE, 3)]

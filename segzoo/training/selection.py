@@ -23,7 +23,7 @@ log = logging.getLogger("segzoo.train")
 # averaging (runs of stop 13) chose 0.30, the old lower edge, with Dice still rising below it.
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.20, 0.71, 0.05))
 WATERSHED_MIN_DISTANCES = (3, 4, 5, 6, 8)
-MARKER_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+MARKER_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def predict_outputs(model, config: ModelConfig, images: list[np.ndarray], tta: bool) -> list[np.ndarray]:
