@@ -39,6 +39,15 @@ def test_roofline_uses_the_faster_matmul_library_and_names_the_machine():
     assert "| m | 112x112 | 2.0 | 5 | 50% |" in table
 
 
+def test_post_processing_table_sets_the_model_s_own_beside_the_watershed():
+    measurement = {**_measurement("onnx-int8", [30], [20], 1.0), "post_times_ms": [4, 6, 5],
+                   "transform_times_ms": [15, 16, 14], "instance_map": "distance"}
+    row = benchmark.summarize([measurement])
+    assert row["post_ms"] == 5 and row["transform_ms"] == 15
+    meta = {"cpu_count": 2, "machine": "Test CPU", "python": "3.11", "repeats": 1, "warmup": 1, "rounds": 1}
+    assert "| m | onnx-int8 | 20 | 5 | distance | 15 | 0.33 |" in benchmark.markdown([row], [], meta)
+
+
 def test_matmul_speed_is_measured_for_both_libraries():
     speeds = benchmark.sgemm_gflops(size=128, repeats=1)
     assert set(speeds) == {"numpy", "onnxruntime"} and all(v > 0 for v in speeds.values())
@@ -93,3 +102,5 @@ def test_one_measurement_runs_in_its_own_process(tmp_path):
     assert row["model"] == "unet-monuseg" and row["runtime"] == "onnx-int8" and row["size"] == "128x96"
     assert len(row["times_ms"]) == len(row["forward_times_ms"]) == 2 and row["peak_rss_mb"] > 0
     assert row["padded"] == [96, 128]
+    # the instance post-processing alone, the model's own and the distance-transform watershed
+    assert len(row["post_times_ms"]) == len(row["transform_times_ms"]) == 2 and row["instance_map"] is None
