@@ -34,6 +34,7 @@ import numpy as np
 from segzoo.errors import DataError
 from segzoo.io.files import atomic_write_text
 from segzoo.slides.chunks import Chunk, ChunkResult, chunk_nuclei, predict_chunk, read_chunk
+from segzoo.slides.memory import return_large_allocations
 from segzoo.slides.manifest import MANIFEST, fingerprints_differ, model_fingerprint
 from segzoo.slides.outputs import THUMBNAIL_MAX_SIDE, write_outputs
 from segzoo.slides.planning import (
@@ -224,6 +225,7 @@ def predict_slide(predictor, source, out: str | os.PathLike, *, mpp: float | Non
     False predicts every chunk. Returns a SlideSummary; summary.failed lists unreadable chunks
     (the CLI exits non-zero then). Outputs: see segzoo.slides.outputs."""
     start = time.perf_counter()
+    return_large_allocations()
     if isinstance(source, (str, os.PathLike)):
         from segzoo.slides.reader import open_slide
 

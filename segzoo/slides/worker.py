@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from segzoo.errors import DataError, SegzooError
 from segzoo.slides.chunks import Chunk, Grid, run_chunk
+from segzoo.slides.memory import return_large_allocations
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,8 @@ def worker_predictor(model: ModelKey, fingerprint: list[float] | None = None,
 
             source, precision, runtime = model
             start = time.perf_counter()
-            predictor = segzoo.load(source, precision=precision, runtime=runtime)
+            return_large_allocations()  # this worker process runs chunks for as long as it lives
+        predictor = segzoo.load(source, precision=precision, runtime=runtime)
             if threads is not None:
                 _set_onnx_threads(predictor, threads)
             entry = _models[model, threads] = (predictor, model_fingerprint(predictor))
