@@ -397,3 +397,21 @@ def test_a_default_chunk_is_one_network_pass_of_the_slide_tile(tmp_path, int8_pr
     predictor = Predictor(run, int8_predictor.config)
     predict_chunk(predictor, np.full((CHUNK_TILE_SIZE, CHUNK_TILE_SIZE, 3), 120, np.uint8))
     assert shapes == [(1, CHUNK_TILE_SIZE, CHUNK_TILE_SIZE, 3)]
+
+
+
+def test_a_slide_job_pins_the_allocator_thresholds(tmp_path, int8_predictor, monkeypatch):
+    """predict_slide sets glibc's thresholds (segzoo.slides.memory) before its chunks run; on this
+    Linux/glibc test machine mallopt accepts them."""
+    import platform
+
+    import segzoo.slides.pipeline as pipeline
+    from segzoo.slides.memory import return_large_allocations
+
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert return_large_allocations()
+    calls = []
+    monkeypatch.setattr(pipeline, "return_large_allocations", lambda: calls.append(1) or True)
+    predict_slide(int8_predictor, ArraySlide(np.full((64, 64, 3), 255, np.uint8), mpp=0.25), tmp_path,
+                  tissue=False, progress=False)
+    assert calls == [1]

@@ -269,14 +269,14 @@ def read_chunk(slide, grid: Grid, chunk: Chunk) -> np.ndarray:
         return image
 
 
-CHUNK_TILE_SIZE = 1536
+CHUNK_TILE_SIZE = 1024
 """The network tile of the whole-slide path (working pixels): a default chunk's read box is one
-such tile (1344 px core + 96 px halo each side), and read boxes up to this size go through the
-network in one pass. Larger than the config's single-image tile (1024) because every chunk
-recomputes its halo: at 1536 the network sees 1.31x the core's pixels instead of 1.51x at 1024,
-and onnxruntime's time per pixel is lower on the bigger tile (unet int8 on a 2-core AMD EPYC:
-993 against 1279 ns/px); its peak RSS at 1536 stays under 1.4 GB for every zoo model in fp32
-and int8 (449-1351 MB, largest segnet fp32)."""
+such tile (832 px core + 96 px halo each side), and read boxes up to this size go through the
+network in one pass. Every chunk recomputes its halo, so the network sees 1.51x the core's
+pixels. 1536 px tiles (1.31x) were measured on the benchmark's 20000 px slide (2-core AMD EPYC,
+int8): end to end 0.90 tissue Mpx/s for unet and 1.31 for deeplabv3 (0.86x and 0.84x their
+single-tile rates, against 0.62x for unet at 1024), but unet's peak RSS reached 1992 MB on the
+40x slide and 2109 MB on its 20x copy, over the 2 GB that the slide path keeps to; so 1024."""
 
 
 def predict_chunk(predictor, image: np.ndarray, *, tta: bool = False) -> np.ndarray:

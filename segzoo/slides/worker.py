@@ -109,7 +109,7 @@ def worker_predictor(model: ModelKey, fingerprint: list[float] | None = None,
             source, precision, runtime = model
             start = time.perf_counter()
             return_large_allocations()  # this worker process runs chunks for as long as it lives
-        predictor = segzoo.load(source, precision=precision, runtime=runtime)
+            predictor = segzoo.load(source, precision=precision, runtime=runtime)
             if threads is not None:
                 _set_onnx_threads(predictor, threads)
             entry = _models[model, threads] = (predictor, model_fingerprint(predictor))
