@@ -26,6 +26,20 @@ if TYPE_CHECKING:
     from segzoo.io.measurements import NucleusTable
 
 
+def predict_outputs(run_batch: BatchRunner, rgb: np.ndarray, config: ModelConfig, **tiling) -> np.ndarray:
+    """Network outputs (HxWxK float32: the nucleus probability, then the model's instance maps) of
+    an HxWx3 uint8 image: no-data regions (segzoo.predict.postprocessing.no_data_mask) filled with
+    mirrored tissue for the network (segzoo.predict.preprocessing.fill_no_data) and given
+    probability 0 afterwards. `tiling`: predict_probabilities's tile_size, overlap, batch_size, tta."""
+    no_data = no_data_mask(rgb)
+    has_no_data = bool(no_data.any())
+    outputs = predict_probabilities(run_batch, fill_no_data(rgb, no_data) if has_no_data else rgb, config, **tiling)
+    if has_no_data:
+        outputs = np.array(outputs, dtype=np.float32)  # writable copy (runners may return read-only views)
+        outputs[no_data, 0] = 0.0
+    return outputs
+
+
 class ModelOutputError(SegzooError):
     """The network's output does not fit its input: another size, or not exactly one channel."""
 
@@ -136,14 +150,8 @@ class Predictor:
         are filled with mirrored tissue for the network (segzoo.predict.preprocessing.fill_no_data)
         and get prob 0, so no nucleus is found there; `image` stays the input as read."""
         rgb = read_image(image)
-        no_data = no_data_mask(rgb)
-        has_no_data = bool(no_data.any())
-        outputs = predict_probabilities(self.run_batch, fill_no_data(rgb, no_data) if has_no_data else rgb,
-                                        self.config, tile_size=tile_size, overlap=overlap,
-                                        batch_size=batch_size, tta=tta)
-        if has_no_data:
-            outputs = np.array(outputs, dtype=np.float32)  # writable copy (runners may return read-only views)
-            outputs[no_data, 0] = 0.0
+        outputs = predict_outputs(self.run_batch, rgb, self.config, tile_size=tile_size, overlap=overlap,
+                                  batch_size=batch_size, tta=tta)
         prob, mask, labels = outputs_to_instances(outputs, self.config)
         return Prediction(prob=prob, mask=mask, labels=labels, image=rgb)
 

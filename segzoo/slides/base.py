@@ -31,10 +31,8 @@ class Slide(Protocol):
 
 
 class ClosingSlide:
-    """Mixin for file-backed slides: `with open_slide(path) as slide:` closes it on exit."""
-
-    def close(self) -> None:  # pragma: no cover - every subclass closes its own handle
-        raise NotImplementedError
+    """Mixin for file-backed slides that define close(): `with open_slide(path) as slide:` closes
+    the slide on exit."""
 
     def __enter__(self):
         return self

@@ -281,23 +281,11 @@ single-tile rates, against 0.62x for unet at 1024), but unet's peak RSS reached 
 
 def predict_chunk(predictor, image: np.ndarray, *, tta: bool = False) -> np.ndarray:
     """Network outputs (HxWxK float32: the nucleus probability, then the model's instance maps) of
-    a chunk's image, as Predictor.predict computes them:
-    no-data regions (segzoo.predict.postprocessing.no_data_mask) filled with mirrored tissue for the
-    network (segzoo.predict.preprocessing.fill_no_data) and given probability 0, then
-    segzoo.predict.tiling.predict_probabilities with the predictor's runtime and config (network
-    tiles blended inside the chunk)."""
-    from segzoo.predict.postprocessing import no_data_mask
-    from segzoo.predict.preprocessing import fill_no_data
-    from segzoo.predict.tiling import predict_probabilities
+    a chunk's image, as Predictor.predict computes them (segzoo.predict.predictor.predict_outputs:
+    no-data filled for the network and given probability 0), in CHUNK_TILE_SIZE network tiles."""
+    from segzoo.predict.predictor import predict_outputs
 
-    no_data = no_data_mask(image)
-    has_no_data = bool(no_data.any())
-    outputs = predict_probabilities(predictor.run_batch, fill_no_data(image, no_data) if has_no_data else image,
-                                    predictor.config, tile_size=CHUNK_TILE_SIZE, tta=tta)
-    if has_no_data:
-        outputs = np.array(outputs, dtype=np.float32)
-        outputs[no_data, 0] = 0.0
-    return outputs
+    return predict_outputs(predictor.run_batch, image, predictor.config, tile_size=CHUNK_TILE_SIZE, tta=tta)
 
 
 def chunk_nuclei(image: np.ndarray, outputs: np.ndarray, chunk: Chunk, grid: Grid, config) -> ChunkResult:

@@ -20,6 +20,8 @@ from PIL import Image
 from scipy import ndimage as ndi
 from skimage.color import hed2rgb, rgb2hed
 
+from segzoo.training.targets import instance_targets
+
 
 @dataclass
 class AugmentConfig:
@@ -148,8 +150,6 @@ class PatchSampler:
             img = np.clip((img.astype(np.float32) - mean) * c + mean + b, 0, 255).astype(np.uint8)
         img = intensity_jitter(img, rng, aug)
         if self.instance_maps:
-            from segzoo.training.targets import instance_targets
-
             lab = None if lab is None else np.ascontiguousarray(lab)
             return np.ascontiguousarray(img), instance_targets(msk, lab, self.instance_maps)
         return np.ascontiguousarray(img), np.ascontiguousarray(msk, dtype=np.float32)[..., None]
