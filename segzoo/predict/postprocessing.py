@@ -171,7 +171,8 @@ def mask_to_instances(mask: np.ndarray, post: Postprocessing, strip_rows: int | 
             smoothed = centres[c0:c1]
             peaks = smoothed >= post.marker_threshold
         peaks &= own
-        peaks &= splittable[region]
+        if centres is None:  # (with centres every component may split)
+            peaks &= splittable[region]
         blobs, _ = ndi.label(peaks, structure=np.ones((3, 3), dtype=bool))  # a flat top is one marker...
         # ...within one component (a blob may touch two components at a corner).
         keys, inverse = np.unique(blobs[peaks].astype(np.int64) * (count + 1) + region[peaks], return_inverse=True)
@@ -191,10 +192,12 @@ def mask_to_instances(mask: np.ndarray, post: Postprocessing, strip_rows: int | 
         next_id += int(kept.sum())
         flood = own & multi[region]
         out = np.zeros(region.shape, dtype=np.int32)
-        if flood.any():
-            split = watershed(-smoothed, renumber[markers], mask=flood)
-            out[flood] = split[flood]
-            del split
+        rows = np.flatnonzero(flood.any(axis=1))
+        if len(rows):
+            # Flood only the rows and columns that hold components to split.
+            cols = np.flatnonzero(flood.any(axis=0))
+            box = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+            out[box] = watershed(-smoothed[box], renumber[markers[box]], mask=flood[box])
         del smoothed, markers
         whole = own & ~flood
         if whole.any():
