@@ -115,6 +115,12 @@ def test_instance_loss_ignores_the_maps_of_unlabelled_samples():
     assert float(loss(y_true, changed)) != pytest.approx(base, abs=1e-4)
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
     assert float(restored(y_true, y_pred)) == pytest.approx(base, abs=1e-6)
+    # map_weight scales the map term only (and survives serialization).
+    probability_only = float(InstanceMapsLoss("bce_dice", 1)(y_true * [1, 0, 1], y_pred))
+    heavy = InstanceMapsLoss("bce_dice", 1, map_weight=3.0)
+    assert float(heavy(y_true, y_pred)) == pytest.approx(probability_only + 3 * (base - probability_only), rel=1e-5)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(heavy))
+    assert restored.map_weight == 3.0
 
 
 def _map_config(maps=("distance",), used="distance") -> ModelConfig:

@@ -411,6 +411,7 @@ def test_keras_check_names_the_missing_backend():
     (["--arch-kwargs", '{"num_classes": 2}'], "use num_classes=1"),
     (["--arch-kwargs", "[1]"], "--arch-kwargs must be a JSON object"),
     (["--arch-kwargs", "{"], "--arch-kwargs is not valid JSON"),
+    (["--map-loss-weight", "0"], "--map-loss-weight must be > 0, got 0.0"),
 ])
 def test_bad_options_are_one_line_before_the_run_folder_is_touched(tmp_path, capsys, extra, message):
     """Options are checked before the run folder: with --overwrite the old folder was deleted

@@ -47,6 +47,9 @@ def parser() -> argparse.ArgumentParser:
                    help="before each validation and save, set the BatchNorm statistics to their mean over "
                         "this many batches of training patches (precise BN; 0: keep the moving averages)")
     p.add_argument("--loss", default=D.loss, help=", ".join(LOSSES))
+    p.add_argument("--map-loss-weight", type=float, default=D.map_loss_weight,
+                   help="weight of each instance map's loss against the probability's (models with "
+                        "instance_maps)")
     p.add_argument("--settings-from", default=None, metavar="MODEL",
                    help="refit: take the decision threshold and post-processing from this validated model "
                         "folder or zoo name instead of choosing them here (use with --val-fraction 0 to "

@@ -106,14 +106,17 @@ LOSSES = {
 class InstanceMapsLoss(keras.losses.Loss):
     """The loss of a model with learned instance maps (output channels: nucleus probability, then
     `maps`), on targets laid out as segzoo.training.targets.instance_targets (mask, weight, maps):
-    the named probability loss on channel 0, plus for each map the binary cross-entropy against
-    its (soft) target, averaged over the pixels of the samples whose weight is 1 (tiles with
-    instance labels); a batch with none adds 0. So mask-only tiles train the probability alone."""
+    the named probability loss on channel 0, plus for each map `map_weight` x the binary
+    cross-entropy against its (soft) target, averaged over the pixels of the samples whose weight
+    is 1 (tiles with instance labels); a batch with none adds 0. So mask-only tiles train the
+    probability alone."""
 
-    def __init__(self, base: str = "bce_dice", maps: int = 1, name: str = "instance_maps_loss", **kwargs):
+    def __init__(self, base: str = "bce_dice", maps: int = 1, map_weight: float = 1.0,
+                 name: str = "instance_maps_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         self.base = base
         self.maps = int(maps)
+        self.map_weight = float(map_weight)
         self.base_fn = get_loss(base)
 
     def call(self, y_true, y_pred):
@@ -125,19 +128,19 @@ class InstanceMapsLoss(keras.losses.Loss):
             target = y_true[..., 2 + i:3 + i]
             pred = ops.clip(y_pred[..., 1 + i:2 + i], _EPS, 1.0 - _EPS)
             bce = -(target * ops.log(pred) + (1.0 - target) * ops.log(1.0 - pred))
-            loss = loss + ops.sum(bce * weight) / pixels
+            loss = loss + self.map_weight * ops.sum(bce * weight) / pixels
         return loss
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "base": self.base, "maps": self.maps}
+        return {**super().get_config(), "base": self.base, "maps": self.maps, "map_weight": self.map_weight}
 
 
-def training_loss(name: str, instance_maps: list[str] | tuple[str, ...] = ()):
+def training_loss(name: str, instance_maps: list[str] | tuple[str, ...] = (), map_weight: float = 1.0):
     """The loss a run compiles: get_loss(name), or InstanceMapsLoss around it for a model with
-    instance maps."""
+    instance maps (each map's term weighted by `map_weight`)."""
     if not instance_maps:
         return get_loss(name)
-    return InstanceMapsLoss(name, len(instance_maps))
+    return InstanceMapsLoss(name, len(instance_maps), map_weight)
 
 
 def get_loss(name: str):

@@ -54,7 +54,8 @@ def compiled_model(config: ModelConfig, options: TrainOptions, init_model=None):
     ema = {} if options.ema_momentum is None else {"use_ema": True, "ema_momentum": options.ema_momentum}
     optimizer = keras.optimizers.AdamW(learning_rate=learning_rate(options), weight_decay=options.weight_decay,
                                        **ema)
-    model.compile(optimizer=optimizer, loss=training_loss(options.loss, config.instance_maps))
+    model.compile(optimizer=optimizer, loss=training_loss(options.loss, config.instance_maps,
+                                                                 options.map_loss_weight))
     return model
 
 

@@ -40,6 +40,7 @@ class TrainOptions:
     dtype_policy: str = "float32"
     precise_bn: int = 0
     loss: str = "bce_dice"
+    map_loss_weight: float = 1.0
     settings_from: str | None = None
     val_fraction: float = 0.2
     val_stems: list[str] | None = None
@@ -71,6 +72,8 @@ class TrainOptions:
 
         if self.loss not in LOSSES:
             raise SegzooError(f"unknown loss {self.loss!r}; valid losses: {', '.join(LOSSES)}")
+        if not self.map_loss_weight > 0:
+            raise SegzooError(f"--map-loss-weight must be > 0, got {self.map_loss_weight}")
         if self.keep not in KEEP:
             raise SegzooError(f"unknown --keep {self.keep!r}; valid: {', '.join(KEEP)}")
         if self.resume and self.overwrite:
