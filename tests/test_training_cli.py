@@ -119,6 +119,34 @@ def test_fine_tune_adds_instance_maps_and_chooses_their_decoding_on_validation(t
     assert "differ from the ['distance', 'boundary']" in capsys.readouterr().err
 
 
+def test_freeze_trunk_trains_only_the_instance_head(trained, tmp_path, capsys):
+    """--freeze-trunk: at a real learning rate every weight of the --init-from model, BatchNorm
+    statistics included, stays as it was (so the nucleus probability is that model's); the new
+    head (here two layers of 8 filters) learns."""
+    data, start = trained
+    start_model, _ = load_model(start)
+    out = tmp_path / "frozen"
+    assert train_main(_train_args(data, out, "--init-from", str(start), "--lr", "1e-2", "--freeze-trunk",
+                                  "--keep", "last", "--arch-kwargs",
+                                  '{"instance_maps": ["distance"], "instance_width": 8, "instance_layers": 2}')) == 0
+    model, config = load_model(out)
+    assert config.provenance["frozen_trunk"] is True
+    assert config.architecture_kwargs["instance_layers"] == 2
+    tuned = {w.path: np.asarray(w) for w in model.weights}
+    for weight in start_model.weights:
+        np.testing.assert_array_equal(tuned[weight.path], np.asarray(weight))
+    # The same run at lr ~0 (same seed, so the same fresh head): the head moved only here.
+    still = tmp_path / "still"
+    assert train_main(_train_args(data, still, "--init-from", str(start), "--lr", "1e-12", "--freeze-trunk",
+                                  "--keep", "last", "--weight-decay", "0", "--arch-kwargs",
+                                  '{"instance_maps": ["distance"], "instance_width": 8, "instance_layers": 2}')) == 0
+    untrained = {w.path: np.asarray(w) for w in load_model(still)[0].weights}
+    head = [path for path in tuned if path.startswith("instance_b_conv")]
+    assert head and any(not np.allclose(tuned[path], untrained[path]) for path in head)
+    assert train_main(_train_args(data, tmp_path / "bad", "--freeze-trunk")) == 2
+    assert "give --init-from" in capsys.readouterr().err
+
+
 def test_refit_on_every_tile_takes_settings_from_the_validated_model(trained, tmp_path, capsys):
     """--val-fraction 0 --settings-from: every tile trains, the last epoch is kept, and the
     threshold and post-processing come from the validated run, not from defaults."""

@@ -50,6 +50,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--map-loss-weight", type=float, default=D.map_loss_weight,
                    help="weight of each instance map's loss against the probability's (models with "
                         "instance_maps)")
+    p.add_argument("--freeze-trunk", action="store_true",
+                   help="train only the instance-map head (layers named instance_*) of the --init-from "
+                        "model: every other layer is frozen, BatchNorm included, so the nucleus "
+                        "probability stays that model's exactly")
     p.add_argument("--settings-from", default=None, metavar="MODEL",
                    help="refit: take the decision threshold and post-processing from this validated model "
                         "folder or zoo name instead of choosing them here (use with --val-fraction 0 to "

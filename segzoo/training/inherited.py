@@ -15,7 +15,7 @@ from segzoo.zoo.sources import model_folder
 log = logging.getLogger("segzoo.train")
 
 
-HEAD_KWARGS = ("instance_maps",)
+HEAD_KWARGS = ("instance_maps", "instance_width", "instance_layers")
 """Architecture arguments a fine-tune may add to its --init-from model: a new output head on the
 same trunk (the trunk's weights are copied by layer name, the head starts fresh)."""
 

@@ -51,12 +51,28 @@ def compiled_model(config: ModelConfig, options: TrainOptions, init_model=None):
         model = build_from_config(config)
     if init_model is not None:
         transfer_weights(init_model, model)
+    if options.freeze_trunk:
+        freeze_trunk(model)
     ema = {} if options.ema_momentum is None else {"use_ema": True, "ema_momentum": options.ema_momentum}
     optimizer = keras.optimizers.AdamW(learning_rate=learning_rate(options), weight_decay=options.weight_decay,
                                        **ema)
     model.compile(optimizer=optimizer, loss=training_loss(options.loss, config.instance_maps,
                                                                  options.map_loss_weight))
     return model
+
+
+def freeze_trunk(model) -> None:
+    """Make only the instance-map head trainable (layers named "instance_*"): every other layer,
+    BatchNorm included (a frozen Keras 3 BatchNorm runs in inference mode), keeps its weights,
+    so the nucleus probability is the starting model's exactly."""
+    from segzoo.errors import SegzooError
+
+    head = [layer for layer in model.layers if layer.name.startswith("instance_") and layer.weights]
+    if not head:
+        raise SegzooError("--freeze-trunk: the model has no instance-map head; give --arch-kwargs "
+                          "'{\"instance_maps\": [...]}' or an --init-from model with instance maps")
+    for layer in model.layers:
+        layer.trainable = layer.name.startswith("instance_")
 
 
 def transfer_weights(source, target) -> None:

@@ -41,6 +41,7 @@ class TrainOptions:
     precise_bn: int = 0
     loss: str = "bce_dice"
     map_loss_weight: float = 1.0
+    freeze_trunk: bool = False
     settings_from: str | None = None
     val_fraction: float = 0.2
     val_stems: list[str] | None = None
@@ -74,6 +75,9 @@ class TrainOptions:
             raise SegzooError(f"unknown loss {self.loss!r}; valid losses: {', '.join(LOSSES)}")
         if not self.map_loss_weight > 0:
             raise SegzooError(f"--map-loss-weight must be > 0, got {self.map_loss_weight}")
+        if self.freeze_trunk and not self.init_from:
+            raise SegzooError("--freeze-trunk trains only the instance-map head of an --init-from model; "
+                              "give --init-from")
         if self.keep not in KEEP:
             raise SegzooError(f"unknown --keep {self.keep!r}; valid: {', '.join(KEEP)}")
         if self.resume and self.overwrite:

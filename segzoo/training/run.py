@@ -143,6 +143,8 @@ def _provenance(options: TrainOptions, argv: list[str], backend: str, train_stem
         "command": portable_command("segzoo train", argv), "segzoo_version": __version__,
         "environment": environment(backend), "loss": options.loss, "seed": options.seed,
     }
+    if options.freeze_trunk:
+        provenance["frozen_trunk"] = True
     if options.map_loss_weight != 1.0:
         provenance["map_loss_weight"] = options.map_loss_weight
     if options.ema_momentum is not None:

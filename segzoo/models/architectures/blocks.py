@@ -41,13 +41,18 @@ def probabilities(scores, num_classes: int):
     return layers.Activation(activation, dtype="float32", name="probabilities")(scores)
 
 
-def instance_scores(x, instance_maps):
+def instance_scores(x, instance_maps, width: int = 16, depth: int = 1):
     """Scores of the learned instance maps (segzoo.config.INSTANCE_MAPS, in `instance_maps`' order):
-    a 3x3 conv-BN-ReLU of 16 filters ("instance_a") then a 1x1 conv ("instance_logits", float32),
-    beside the class scores on the same features; None when `instance_maps` is empty."""
+    `depth` 3x3 conv-BN-ReLU layers of `width` filters ("instance_a", "instance_b", ...) then a
+    1x1 conv ("instance_logits", float32), beside the class scores on the same features; None
+    when `instance_maps` is empty."""
     if not instance_maps:
         return None
-    x = conv_bn_relu(x, 16, name="instance_a")
+    if width < 1 or not 1 <= depth <= 26:
+        raise ValueError(f"the instance head needs instance_width >= 1 and 1 <= instance_layers <= 26, "
+                         f"got {width}, {depth}")
+    for index in range(depth):
+        x = conv_bn_relu(x, width, name=f"instance_{chr(ord('a') + index)}")
     return layers.Conv2D(len(instance_maps), 1, padding="same", dtype="float32", name="instance_logits")(x)
 
 
@@ -64,10 +69,11 @@ def model_outputs(scores, maps, num_classes: int):
     return layers.Concatenate(dtype="float32", name="probabilities")([nucleus, maps])
 
 
-def segmentation_head(x, num_classes: int, instance_maps=()):
+def segmentation_head(x, num_classes: int, instance_maps=(), instance_width: int = 16, instance_layers: int = 1):
     """class_scores (and instance_scores) then model_outputs: the head of a model whose features
     are at full resolution."""
-    return model_outputs(class_scores(x, num_classes), instance_scores(x, instance_maps), num_classes)
+    return model_outputs(class_scores(x, num_classes),
+                         instance_scores(x, instance_maps, instance_width, instance_layers), num_classes)
 
 
 def image_input(in_channels: int):

@@ -41,6 +41,8 @@ DEFAULTS = {
     "decoder_stride": 4,
     "dropout": 0.1,
     "instance_maps": [],
+    "instance_width": 16,
+    "instance_layers": 1,
 }
 
 
@@ -62,7 +64,8 @@ def _residual_block(x, filters: int, *, strides: int, dilation: int, name: str):
 
 def build(*, in_channels: int, num_classes: int, output_stride: int, backbone_filters,
           blocks_per_stage, aspp_filters: int, aspp_rates, decoder: bool,
-          decoder_stride: int, dropout: float, instance_maps=()) -> keras.Model:
+          decoder_stride: int, dropout: float, instance_maps=(),
+          instance_width: int = 16, instance_layers: int = 1) -> keras.Model:
     if output_stride not in (8, 16):
         raise ValueError(f"deeplabv3 output_stride must be 8 or 16, got {output_stride}")
     if len(backbone_filters) != 4 or len(blocks_per_stage) != 4:
@@ -116,7 +119,7 @@ def build(*, in_channels: int, num_classes: int, output_stride: int, backbone_fi
     logits = class_scores(x, num_classes)
     factor = decoder_stride if decoder else output_stride
     logits = BilinearUpsample(factor, dtype="float32", name="final_up")(logits)
-    maps = instance_scores(x, instance_maps)
+    maps = instance_scores(x, instance_maps, instance_width, instance_layers)
     if maps is not None:
         maps = BilinearUpsample(factor, dtype="float32", name="instance_up")(maps)
     return keras.Model(inputs, model_outputs(logits, maps, num_classes), name="deeplabv3")

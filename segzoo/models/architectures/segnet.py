@@ -23,6 +23,8 @@ DEFAULTS = {
     "max_filters": 256,
     "batch_norm": True,
     "instance_maps": [],
+    "instance_width": 16,
+    "instance_layers": 1,
 }
 
 
@@ -31,7 +33,8 @@ def stride(*, convs_per_stage, **_) -> int:
 
 
 def build(*, in_channels: int, num_classes: int, base_filters: int, convs_per_stage,
-          max_filters: int, batch_norm: bool, instance_maps=()) -> keras.Model:
+          max_filters: int, batch_norm: bool, instance_maps=(),
+          instance_width: int = 16, instance_layers: int = 1) -> keras.Model:
     stages = [int(n) for n in convs_per_stage]
     if not stages or min(stages) < 1:
         raise ValueError(f"segnet needs convs_per_stage of positive ints, got {convs_per_stage}")
@@ -53,5 +56,5 @@ def build(*, in_channels: int, num_classes: int, base_filters: int, convs_per_st
             last = k == n_convs - 1
             filters = widths[s - 1] if (last and s > 0) else widths[s]
             x = conv_bn_relu(x, filters, batch_norm=batch_norm, name=f"dec{s}_{k}")
-    outputs = segmentation_head(x, num_classes, instance_maps)
+    outputs = segmentation_head(x, num_classes, instance_maps, instance_width, instance_layers)
     return keras.Model(inputs, outputs, name="segnet")

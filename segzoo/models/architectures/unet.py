@@ -26,6 +26,8 @@ DEFAULTS = {
     "dropout": 0.1,
     "residual": False,
     "instance_maps": [],
+    "instance_width": 16,
+    "instance_layers": 1,
 }
 
 
@@ -50,7 +52,8 @@ def conv_pair(x, filters: int, *, batch_norm: bool, residual: bool, name: str, d
 
 
 def build(*, in_channels: int, num_classes: int, depth: int, base_filters: int,
-          batch_norm: bool, dropout: float, residual: bool, instance_maps=()) -> keras.Model:
+          batch_norm: bool, dropout: float, residual: bool, instance_maps=(),
+          instance_width: int = 16, instance_layers: int = 1) -> keras.Model:
     if depth < 1 or base_filters < 1:
         raise ValueError(f"unet needs depth >= 1 and base_filters >= 1, got {depth}, {base_filters}")
     inputs = image_input(in_channels)
@@ -70,5 +73,5 @@ def build(*, in_channels: int, num_classes: int, depth: int, base_filters: int,
                                    kernel_initializer="he_normal", name=f"dec{level}_up")(x)
         x = layers.Concatenate(name=f"dec{level}_concat")([x, skips[level]])
         x = conv_pair(x, filters, batch_norm=batch_norm, residual=residual, name=f"dec{level}")
-    outputs = segmentation_head(x, num_classes, instance_maps)
+    outputs = segmentation_head(x, num_classes, instance_maps, instance_width, instance_layers)
     return keras.Model(inputs, outputs, name="unet")
