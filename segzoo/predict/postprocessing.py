@@ -199,14 +199,15 @@ def mask_to_instances(mask: np.ndarray, post: Postprocessing, strip_rows: int | 
             box = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
             out[box] = watershed(-smoothed[box], renumber[markers[box]], mask=flood[box])
         del smoothed, markers
-        whole = own & ~flood
-        if whole.any():
-            ids_whole = np.unique(region[whole])
+        # The strip's other components stay whole: numbered in order after the split ones (out is
+        # 0 outside the flooded components, the lookup 0 for every other component).
+        ids_whole = ids[~multi[ids]]
+        if len(ids_whole):
             lookup = np.zeros(count + 1, dtype=np.int32)
             lookup[ids_whole] = np.arange(next_id, next_id + len(ids_whole), dtype=np.int32)
-            out[whole] = lookup[region[whole]]
+            out += lookup[region]
             next_id += len(ids_whole)
-        labels[c0:c1][own] = out[own]
+        np.copyto(labels[c0:c1], out, where=own)
     return labels
 
 
