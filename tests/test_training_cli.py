@@ -131,6 +131,9 @@ def test_freeze_trunk_trains_only_the_instance_head(trained, tmp_path, capsys):
                                   '{"instance_maps": ["distance"], "instance_width": 8, "instance_layers": 2}')) == 0
     model, config = load_model(out)
     assert config.provenance["frozen_trunk"] is True
+    start_config = load_model(start)[1]  # the probability is the start's, so is its threshold
+    assert config.postprocessing.threshold == start_config.postprocessing.threshold
+    assert config.provenance["threshold_selection"]["kept_from"] == config.provenance["init_from"]["source"]
     assert config.architecture_kwargs["instance_layers"] == 2
     tuned = {w.path: np.asarray(w) for w in model.weights}
     for weight in start_model.weights:

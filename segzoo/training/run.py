@@ -87,7 +87,8 @@ def train(options: TrainOptions, argv: list[str]) -> Path:
     if not (out / WEIGHTS_FILENAME).is_file():
         raise SegzooError(f"{out}: training stopped before the first validation; no model written")
     if settings is None:
-        choose_threshold(out, val_images, val_masks, options.val_tta)
+        if not options.freeze_trunk:  # (a frozen trunk keeps its model's probability and threshold)
+            choose_threshold(out, val_images, val_masks, options.val_tta)
         tune_postprocessing(out, options.data)
     return out
 
@@ -144,7 +145,13 @@ def _provenance(options: TrainOptions, argv: list[str], backend: str, train_stem
         "environment": environment(backend), "loss": options.loss, "seed": options.seed,
     }
     if options.freeze_trunk:
+        # The probability is the --init-from model's, so is its threshold and how it was chosen.
         provenance["frozen_trunk"] = True
+        init_provenance = init_config.provenance if init_config is not None else {}
+        chosen = init_provenance.get("threshold_selection") or \
+            (init_provenance.get("settings_from") or {}).get("threshold_selection")
+        if chosen:
+            provenance["threshold_selection"] = {**chosen, "kept_from": source_name(options.init_from)}
     if options.map_loss_weight != 1.0:
         provenance["map_loss_weight"] = options.map_loss_weight
     if options.ema_momentum is not None:
