@@ -113,6 +113,17 @@ class TestArchitecture:
         loaded, _ = load_model(tmp_path / "m")
         np.testing.assert_array_equal(np.asarray(loaded(x, training=False)), y)
 
+    def test_instance_head_size(self, name):
+        """instance_layers conv-BN-ReLU layers of instance_width filters ("instance_a", "instance_b",
+        ...) before the 1x1; the default head is the one layer of 16 earlier models have."""
+        default = self._model(name, instance_maps=["distance"])
+        assert [l.name for l in default.layers if l.name.endswith("_conv") and l.name.startswith("instance_")] \
+            == ["instance_a_conv"] and default.get_layer("instance_a_conv").filters == 16
+        model = self._model(name, instance_maps=["distance"], instance_width=8, instance_layers=2)
+        assert model.get_layer("instance_b_conv").filters == 8 and model.output.shape[-1] == 2
+        with pytest.raises(ValueError, match="instance_layers"):
+            self._model(name, instance_maps=["distance"], instance_layers=0)
+
     def test_unknown_kwarg_lists_valid(self, name):
         with pytest.raises(ConfigError, match="valid arguments"):
             segzoo.create_model(name, not_an_argument=1)
