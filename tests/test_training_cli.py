@@ -126,7 +126,7 @@ def test_freeze_trunk_trains_only_the_instance_head(trained, tmp_path, capsys):
     data, start = trained
     start_model, _ = load_model(start)
     out = tmp_path / "frozen"
-    assert train_main(_train_args(data, out, "--init-from", str(start), "--lr", "1e-2", "--freeze-trunk",
+    assert train_main(_train_args(data, out, "--init-from", str(start), "--lr", "1e-2", "--freeze-trunk", "--precise-bn", "1",
                                   "--keep", "last", "--arch-kwargs",
                                   '{"instance_maps": ["distance"], "instance_width": 8, "instance_layers": 2}')) == 0
     model, config = load_model(out)
