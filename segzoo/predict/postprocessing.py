@@ -138,12 +138,11 @@ def mask_to_instances(mask: np.ndarray, post: Postprocessing, strip_rows: int | 
     bottoms = np.array([box[0].stop for box in boxes])
     if centres is None:
         splittable = label_sizes(components, count) >= 4 * min_distance * min_distance
-    else:
+        splittable[0] = False
+    else:  # (with centres every component may split)
         centres = np.asarray(centres, dtype=np.float32)
         if centres.shape != mask.shape:
             raise ValueError(f"centres {centres.shape} and mask {mask.shape} differ in shape")
-        splittable = np.ones(count + 1, dtype=bool)
-    splittable[0] = False
     labels = np.zeros_like(components)
     if strip_rows is None:
         strip_rows = max(256, STRIP_PIXELS // max(mask.shape[1], 1))
@@ -171,7 +170,7 @@ def mask_to_instances(mask: np.ndarray, post: Postprocessing, strip_rows: int | 
             smoothed = centres[c0:c1]
             peaks = smoothed >= post.marker_threshold
         peaks &= own
-        if centres is None:  # (with centres every component may split)
+        if centres is None:
             peaks &= splittable[region]
         blobs, _ = ndi.label(peaks, structure=np.ones((3, 3), dtype=bool))  # a flat top is one marker...
         # ...within one component (a blob may touch two components at a corner).

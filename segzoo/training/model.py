@@ -56,8 +56,8 @@ def compiled_model(config: ModelConfig, options: TrainOptions, init_model=None):
     ema = {} if options.ema_momentum is None else {"use_ema": True, "ema_momentum": options.ema_momentum}
     optimizer = keras.optimizers.AdamW(learning_rate=learning_rate(options), weight_decay=options.weight_decay,
                                        **ema)
-    model.compile(optimizer=optimizer, loss=training_loss(options.loss, config.instance_maps,
-                                                                 options.map_loss_weight))
+    model.compile(optimizer=optimizer,
+                  loss=training_loss(options.loss, config.instance_maps, options.map_loss_weight))
     return model
 
 
@@ -67,12 +67,11 @@ def freeze_trunk(model) -> None:
     so the nucleus probability is the starting model's exactly."""
     from segzoo.errors import SegzooError
 
-    head = [layer for layer in model.layers if layer.name.startswith("instance_") and layer.weights]
-    if not head:
-        raise SegzooError("--freeze-trunk: the model has no instance-map head; give --arch-kwargs "
-                          "'{\"instance_maps\": [...]}' or an --init-from model with instance maps")
     for layer in model.layers:
         layer.trainable = layer.name.startswith("instance_")
+    if not model.trainable_weights:
+        raise SegzooError("--freeze-trunk: the model has no instance-map head; give --arch-kwargs "
+                          "'{\"instance_maps\": [...]}' or an --init-from model with instance maps")
 
 
 def transfer_weights(source, target) -> None:
