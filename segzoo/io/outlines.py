@@ -8,6 +8,13 @@ Coordinates. Crop pixel (row r, column c) of `labels` is centred on the point
 from, `scale` how many output pixels one of those pixels spans (a whole-slide chunk read
 at a pyramid level: its position at that level and the level's downsample, so outputs are
 in level-0 pixels). The defaults report image pixel coordinates unchanged.
+
+The tracer handles all labels in one pass of array operations (cell cases, linking segments
+into rings, choosing each label's ring) because that is faster than the obvious loop of
+skimage.measure.find_contours per label: unsimplified, 2.9 ms against 13 ms (4.5x) for the
+sample tile's 134 nuclei and 23 ms against 135 ms (5.9x) for 2601 disks in 1024x1024, with
+find_contours on each label's bounding box (40x and 360x on whole-image masks); `python
+scripts/outline_speed.py`, Intel Xeon (2 cores), median of 7.
 """
 
 from __future__ import annotations
@@ -51,16 +58,13 @@ _EDGE_ROW = np.array([0, 1, 2, 1])  # edge midpoints in doubled coordinates from
 _EDGE_COL = np.array([1, 2, 1, 0])
 
 
-def _trace_rings(labels: np.ndarray, wanted: np.ndarray | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The largest outline of every label (or of the labels with wanted[label] True).
+def _boundary_cells(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+    """The cells whose four corners are not all one label: the only ones with segments.
 
-    Returns (ring_labels ascending, offsets (k+1,), rows, cols): ring i is the vertices
-    offsets[i]:offsets[i+1] (not closed), in crop pixel coordinates. Equal, up to the
-    starting vertex, to find_contours(np.pad(labels == label, 1), 0.5) shifted back by the
-    pad (its longest contour), without a Python loop over labels: segments of all cells and
-    labels are linked into rings through a sort, ordered by pointer doubling."""
-    height, width = labels.shape
+    Cell (i, j) has corners padded[i:i+2, j:j+2] of `labels` padded by one 0 pixel, i in
+    [0, height], j in [0, width]. Returns (rows i, cols j, corners): corners the corner
+    labels (tl, tr, br, bl), each (C,) in `labels`' dtype, cells in row-major order."""
+    width = labels.shape[1]
     padded = np.pad(labels, 1)
     pw = width + 2
     across = padded[:, 1:] != padded[:, :-1]
@@ -70,9 +74,19 @@ def _trace_rings(labels: np.ndarray, wanted: np.ndarray | None = None
     ci, cj = np.divmod(cells, width + 1)
     top_left = ci * pw + cj
     flat = padded.ravel()
-    corners = (flat[top_left], flat[top_left + 1], flat[top_left + pw + 1], flat[top_left + pw])  # tl tr br bl
+    return ci, cj, (flat[top_left], flat[top_left + 1], flat[top_left + pw + 1], flat[top_left + pw])
+
+
+def _cell_cases(corners: tuple[np.ndarray, ...], wanted: np.ndarray | None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The marching-squares case of every (cell, label) pair: one pair per distinct nonzero
+    label among a cell's corners (and wanted[label], when given).
+
+    Returns (pair_cell (P,) indices into the cells, pair_label (P,) int64, case (P,) intp:
+    bit b set where corner b (tl, tr, br, bl) is the pair's label), pairs grouped by corner
+    tl, tr, br, bl of the label's first occurrence, cells ascending in each group."""
     pair_cell, pair_label = [], []
-    for k, value in enumerate(corners):  # one (cell, label) pair per distinct nonzero corner label
+    for k, value in enumerate(corners):
         new = value != 0
         for previous in corners[:k]:
             new &= value != previous
@@ -81,37 +95,63 @@ def _trace_rings(labels: np.ndarray, wanted: np.ndarray | None = None
         index = np.flatnonzero(new)
         pair_cell.append(index)
         pair_label.append(value[index])
-    pair_cell = np.concatenate(pair_cell)
-    pair_label = np.concatenate(pair_label).astype(np.int64)
-    case = np.zeros(len(pair_cell), np.intp)
+    cell = np.concatenate(pair_cell)
+    label = np.concatenate(pair_label).astype(np.int64)
+    case = np.zeros(len(cell), np.intp)
     for bit, value in enumerate(corners):
-        case |= (value[pair_cell] == pair_label).astype(np.intp) << bit
+        case |= (value[cell] == label).astype(np.intp) << bit
+    return cell, label, case
+
+
+def _case_segments(row: np.ndarray, col: np.ndarray, label: np.ndarray, case: np.ndarray, width: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The oriented segments of (cell, label) pairs at cell `row`, `col` (P,) with `case` (P,).
+
+    Returns (label, start, end) per segment: the pairs' first segments in pair order, then
+    the second segments of diagonal cases (5, 10). start and end are edge midpoints as flat
+    indices r * (2 * width + 3) + c in doubled coordinates, (r, c) = 2 * (i, j) + the
+    edge's offset for cell (i, j) (a corner of the padded grid is even, even)."""
     second = np.flatnonzero((case == 5) | (case == 10))
-    seg_pair = np.concatenate([np.arange(len(case)), second])
-    seg_k = np.concatenate([np.zeros(len(case), np.intp), np.ones(len(second), np.intp)])
-    seg_case = case[seg_pair]
+    pair = np.concatenate([np.arange(len(case)), second])
+    k = np.concatenate([np.zeros(len(case), np.intp), np.ones(len(second), np.intp)])
+    seg_case = case[pair]
     doubled_width = 2 * width + 3
-    base = 2 * ci[pair_cell[seg_pair]] * doubled_width + 2 * cj[pair_cell[seg_pair]]
-    start_edge, end_edge = _SEG_START[seg_case, seg_k], _SEG_END[seg_case, seg_k]
+    base = 2 * row[pair] * doubled_width + 2 * col[pair]
+    start_edge, end_edge = _SEG_START[seg_case, k], _SEG_END[seg_case, k]
     start = base + _EDGE_ROW[start_edge] * doubled_width + _EDGE_COL[start_edge]
     end = base + _EDGE_ROW[end_edge] * doubled_width + _EDGE_COL[end_edge]
-    span = (2 * height + 3) * doubled_width
-    seg_label = pair_label[seg_pair]
-    start_key = seg_label * span + start
+    return label[pair], start, end
+
+
+def _link_segments(label: np.ndarray, start: np.ndarray, end: np.ndarray, span: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each segment's successor on its ring: the segment of the same label starting where it ends.
+
+    `start`, `end` (S,) are midpoint indices below `span`. Every (label, midpoint) starts
+    exactly one segment, so sorting by (label, start) and a binary search find it. Returns
+    (label, start, next) with the segments in that sorted order, next (S,) indices into it."""
+    start_key = label * span + start
     order = np.argsort(start_key)
     start_key = start_key[order]
-    start, seg_label = start[order], seg_label[order]
-    nxt = np.searchsorted(start_key, (seg_label * span + end[order]))  # every (label, midpoint) starts one segment
-    n = len(nxt)
-    index = np.arange(n)
-    rep, jump = index, nxt  # rep: the smallest segment index on each ring
+    label, start = label[order], start[order]
+    return label, start, np.searchsorted(start_key, label * span + end[order])
+
+
+def _ring_walk(nxt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rings of the successor permutation `nxt` (S,), by pointer doubling (O(log S) passes).
+
+    Returns (first, to_last) per segment: first the smallest segment index on its ring
+    (the ring starts there), to_last int64 the number of steps from it to the ring's last
+    segment (the one whose successor is `first`)."""
+    index = np.arange(len(nxt))
+    first, jump = index, nxt
     while True:
-        new = np.minimum(rep, rep[jump])
-        if np.array_equal(new, rep):
+        new = np.minimum(first, first[jump])
+        if np.array_equal(new, first):
             break
-        rep, jump = new, jump[jump]
-    last = nxt == rep  # the ring's last segment (its next is the first)
-    to_last = (~last).astype(np.int64)  # steps to the ring's last segment
+        first, jump = new, jump[jump]
+    last = nxt == first
+    to_last = (~last).astype(np.int64)
     pointer = np.where(last, index, nxt)
     while True:
         ahead = pointer[pointer]
@@ -119,23 +159,68 @@ def _trace_rings(labels: np.ndarray, wanted: np.ndarray | None = None
             break
         to_last = to_last + to_last[pointer]
         pointer = ahead
-    firsts = np.flatnonzero(rep == index)
-    lengths = np.bincount(rep, minlength=n)[firsts]
-    ring_labels = seg_label[firsts]
-    by_size = np.lexsort((-lengths, ring_labels))  # the largest ring of each label
+    return first, to_last
+
+
+def _choose_rings(first: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ring kept for each label: its longest (of equal ones, the one starting first).
+
+    `first` (S,) as _ring_walk gives, `label` (S,) the segments' labels. Returns (rings,
+    lengths, chosen): rings (R,) the first segment of every ring ascending, lengths (R,)
+    their segment counts, chosen the indices into rings of the kept ones, ascending (so
+    their labels ascend)."""
+    n = len(first)
+    rings = np.flatnonzero(first == np.arange(n))
+    lengths = np.bincount(first, minlength=n)[rings]
+    ring_labels = label[rings]
+    by_size = np.lexsort((-lengths, ring_labels))
     chosen = by_size[np.r_[True, ring_labels[by_size][1:] != ring_labels[by_size][:-1]]] if n else by_size
     chosen.sort()
+    return rings, lengths, chosen
+
+
+def _ring_vertices(start: np.ndarray, first: np.ndarray, to_last: np.ndarray, rings: np.ndarray,
+                   lengths: np.ndarray, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The start midpoints of the chosen rings' segments in ring order, rings one after another.
+
+    Arguments per segment (S,) as _link_segments and _ring_walk give, per ring (R,) as
+    _choose_rings gives. Returns (offsets (K+1,) int64, vertices int64): ring k is
+    vertices[offsets[k]:offsets[k+1]], from its first segment on."""
+    n = len(first)
     offsets = np.zeros(len(chosen) + 1, np.int64)
     np.cumsum(lengths[chosen], out=offsets[1:])
     ring_start = np.full(n, -1, np.int64)
-    ring_start[firsts[chosen]] = offsets[:-1]
+    ring_start[rings[chosen]] = offsets[:-1]
     ring_length = np.zeros(n, np.int64)
-    ring_length[firsts] = lengths
-    kept = np.flatnonzero(ring_start[rep] >= 0)
+    ring_length[rings] = lengths
+    kept = np.flatnonzero(ring_start[first] >= 0)
     vertices = np.empty(int(offsets[-1]), np.int64)
-    vertices[ring_start[rep[kept]] + ring_length[rep[kept]] - 1 - to_last[kept]] = start[kept]
+    vertices[ring_start[first[kept]] + ring_length[first[kept]] - 1 - to_last[kept]] = start[kept]
+    return offsets, vertices
+
+
+def _trace_rings(labels: np.ndarray, wanted: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The largest outline of every label (or of the labels with wanted[label] True).
+
+    Returns (ring_labels ascending, offsets (k+1,), rows, cols): ring i is the vertices
+    offsets[i]:offsets[i+1] (not closed), in crop pixel coordinates. Equal, up to the
+    starting vertex, to find_contours(np.pad(labels == label, 1), 0.5) shifted back by the
+    pad (its longest contour), without a Python loop over labels: the cases of all
+    (cell, label) pairs (_boundary_cells, _cell_cases) give segments (_case_segments),
+    linked into rings through a sort (_link_segments), ordered by pointer doubling
+    (_ring_walk); each label keeps its longest ring (_choose_rings, _ring_vertices)."""
+    height, width = labels.shape
+    row, col, corners = _boundary_cells(labels)
+    pair_cell, pair_label, case = _cell_cases(corners, wanted)
+    label, start, end = _case_segments(row[pair_cell], col[pair_cell], pair_label, case, width)
+    doubled_width = 2 * width + 3
+    label, start, nxt = _link_segments(label, start, end, (2 * height + 3) * doubled_width)
+    first, to_last = _ring_walk(nxt)
+    rings, lengths, chosen = _choose_rings(first, label)
+    offsets, vertices = _ring_vertices(start, first, to_last, rings, lengths, chosen)
     rows, cols = np.divmod(vertices, doubled_width)
-    return ring_labels[chosen], offsets, rows / 2 - 1, cols / 2 - 1
+    return label[rings[chosen]], offsets, rows / 2 - 1, cols / 2 - 1
 
 
 def _simplify_rings(points: np.ndarray, offsets: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
