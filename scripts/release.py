@@ -32,6 +32,7 @@ import logging
 import sys
 from pathlib import Path
 
+from segzoo.cli.arguments import error_message
 from segzoo.errors import SegzooError
 from segzoo.export.release import release, release_record
 
@@ -59,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         dest = release(args.run, ROOT / "model_cards" / args.name, name=args.name, record=release_record(argv),
                        mode=mode, data=args.data, hardware=args.hardware, repo_id=args.repo_id)
     except SegzooError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        print(f"error: {error_message(err, p)}", file=sys.stderr)
+        return err.exit_code
     print(f"released {dest}")
     return 0
 

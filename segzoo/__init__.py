@@ -21,12 +21,29 @@ def create_model(name: str, **kwargs):
 
 
 def load(source, *, runtime: str = "auto", revision: str | None = None, cache_dir=None,
-         precision: str = "fp32"):
+         precision: str = "fp32", threads: int | None = None):
     """A Predictor from a zoo name, 'hf://org/repo[@rev]', a model folder or an .onnx file (see
     segzoo.zoo.loading); precision='int8' runs the int8 ONNX file on onnxruntime."""
     from segzoo.zoo.loading import load as _load
 
-    return _load(source, runtime=runtime, revision=revision, cache_dir=cache_dir, precision=precision)
+    return _load(source, runtime=runtime, revision=revision, cache_dir=cache_dir, precision=precision,
+                 threads=threads)
+
+
+def predict_slides(model, slides, out, *, options=None, executor=None, on_chunk=None,
+                   precision: str = "fp32", runtime: str = "auto"):
+    """Nuclei of whole slides into the folder `out`; one SlideSummary per slide, in order.
+
+    model: a Predictor, or what load() takes (loaded with `precision` and `runtime`); slides: slide
+    files, folders of them, or open Slides (segzoo.slides.run.orchestrator.SlideInput); options: a
+    segzoo.slides.options.SlideOptions (mpp, chunk_size, halo, tissue, overwrite, restart, ...);
+    executor: None runs here with overlapped threads, segzoo.slides.run.orchestrator.dask_executor(
+    client=..., workers=...) on a dask.distributed cluster; on_chunk(slide, chunk, nuclei or None)
+    after each chunk. See segzoo.slides.run.orchestrator."""
+    from segzoo.slides.run.orchestrator import predict_slides as _predict
+
+    return _predict(model, slides, out, options=options, executor=executor, on_chunk=on_chunk,
+                    precision=precision, runtime=runtime)
 
 
 def list_models() -> list[str]:
@@ -62,5 +79,6 @@ __all__ = [
     "list_models",
     "load",
     "load_keras_model",
+    "predict_slides",
     "save_model",
 ]

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segzoo.slides.writer import downsample, pyramid, write_aperio_tiff  # noqa: F401 (re-exported for tests)
+from segzoo.errors import SegzooError
+from segzoo.slides.readers.pyramid_writer import downsample, pyramid, write_aperio_tiff  # noqa: F401 (re-exported for tests)
 
 PINK = (232, 168, 206)        # eosin-stained cytoplasm / stroma
 PURPLE = (86, 52, 140)        # haematoxylin-stained nuclei
@@ -23,7 +24,7 @@ WHITE = 255
 
 
 def downsample2(image: np.ndarray) -> np.ndarray:
-    """Halve an HxWx3 uint8 image by averaging 2x2 blocks (segzoo.slides.writer.downsample)."""
+    """Halve an HxWx3 uint8 image by averaging 2x2 blocks (segzoo.slides.readers.pyramid_writer.downsample)."""
     return downsample(image, 2)
 
 
@@ -111,3 +112,18 @@ def corrupt_tile(path: str | Path, page: int, tile_index: int) -> tuple[int, int
         fh.seek(offset)
         fh.write(b"\x00" * min(count, 64))
     return offset, count
+
+
+def predict_one_slide(predictor, slide, out, *, name: str | None = None, on_chunk=None, **options):
+    """segzoo.predict_slides for one slide (a path or an open Slide, with output stem `name`), no
+    summary table: its SlideSummary, or the error of a slide that got no outputs raised as a
+    SegzooError (so tests can match its message). options: SlideOptions fields."""
+    from segzoo import predict_slides
+    from segzoo.slides.options import SlideOptions
+    from segzoo.slides.run.orchestrator import SlideInput
+
+    [summary] = predict_slides(predictor, [SlideInput(slide, name)], out,
+                               options=SlideOptions(summary=False, **options), on_chunk=on_chunk)
+    if summary.status == "error":
+        raise SegzooError(summary.error)
+    return summary

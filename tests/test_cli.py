@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from segzoo.cli import main
-from segzoo.errors import SegzooError
+from segzoo.errors import UsageError
 
 OUTPUTS = ("_mask.png", "_overlay.png", "_labels.tif", ".geojson", "_nuclei.csv")
 
@@ -306,7 +306,7 @@ def test_predict_probabilities_refuses_bad_tiling(kwargs, match):
     from segzoo.predict.tiling import predict_probabilities
 
     image = np.random.default_rng(0).integers(0, 256, (70, 50, 3), dtype=np.uint8)
-    with pytest.raises(SegzooError, match=match):
+    with pytest.raises(UsageError, match=match):
         predict_probabilities(_local_model, image, _config(), **kwargs)
 
 
@@ -379,7 +379,7 @@ def test_export_cli_writes_a_loadable_onnx_and_checks_everything_first(tiny_mode
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["export", str(tiny_model_folder), "--out", str(out), "--quantize", "int8",
-                 "--calibration", str(empty)]) == 2
+                 "--calibration", str(empty)]) == 1  # a DataError: the calibration input
     assert len(_errors(capsys.readouterr().err)) == 1
     assert list(tmp_path.iterdir()) == [empty]
     assert main(["export", str(tiny_model_folder), "--out", str(out)]) == 0
@@ -409,14 +409,14 @@ def test_evaluate_out_a_file_is_refused_before_evaluating(tiny_model_folder, tmp
     assert len(_errors(capsys.readouterr().err)) == 1
 
 
-def test_a_segzoo_error_of_any_command_is_one_line_and_exit_2(monkeypatch, capsys):
+def test_a_usage_error_of_any_command_is_one_line_and_exit_2(monkeypatch, capsys):
     """segzoo.cli.run_command maps every command's SegzooError the same way (one runner, not a
-    copy of the boilerplate per command)."""
+    copy of the boilerplate per command); tests/test_errors.py checks every class's code."""
     import segzoo.cli.evaluate
     import segzoo.cli.publish
 
     def broken(args, argv):
-        raise SegzooError(f"{argv[0]}: broken")
+        raise UsageError(f"{argv[0]}: broken")
 
     for module, argv in ((segzoo.cli.evaluate, ["evaluate", "m", "--data", "d"]),
                          (segzoo.cli.publish, ["publish", "f", "--repo-id", "o/r"])):

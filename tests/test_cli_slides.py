@@ -1,4 +1,4 @@
-"""Whole slides through `segzoo predict` and Predictor.predict_slide: slide files go down the
+"""Whole slides through `segzoo predict` and segzoo.predict_slides: slide files go down the
 chunked slide path (GeoJSON, CSV, thumbnail, tissue mask, run summary), plain images keep
 theirs, and every failure is one line."""
 
@@ -13,7 +13,7 @@ import pytest
 from slide_fixtures import synthetic_he, write_aperio_tiff
 
 from segzoo.cli import main
-from segzoo.slides.reader import is_whole_slide
+from segzoo.slides.readers.factory import is_whole_slide
 
 SAMPLE = Path(__file__).resolve().parents[1] / "segzoo" / "samples" / "monuseg_sample.png"
 SLIDE_OUTPUTS = (".geojson", "_nuclei.csv", "_thumbnail.png", "_tissue.png")
@@ -86,14 +86,18 @@ def test_slide_arguments_are_checked_up_front(tmp_path, capsys, argv, message):
     assert not (tmp_path / "o").exists()
 
 
-def test_predictor_predict_slide(slides, tmp_path):
+def test_segzoo_predict_slides(slides, tmp_path):
     import segzoo
+    from segzoo.predict.source import ModelSource
+    from segzoo.slides.options import SlideOptions
 
     predictor = segzoo.load("unet-monuseg", precision="int8")
-    assert predictor.source == ("unet-monuseg", "int8", "onnx")
-    summary = predictor.predict_slide(slides / "a.svs", tmp_path / "o")
+    assert predictor.source == ModelSource("unet-monuseg", "int8", "onnx")
+    [summary] = segzoo.predict_slides(predictor, [slides / "a.svs"], tmp_path / "o",
+                                      options=SlideOptions(summary=False))
     assert summary.status == "ok" and summary.nuclei > 20
     assert summary.outputs["geojson"].is_file()
-    many = predictor.predict_slide([slides / "a.svs"], tmp_path / "o2")
+    assert not (tmp_path / "o" / "segzoo_summary.csv").exists()
+    many = segzoo.predict_slides("unet-monuseg", [slides / "a.svs"], tmp_path / "o2", precision="int8")
     assert [s.nuclei for s in many] == [summary.nuclei]
     assert (tmp_path / "o2" / "segzoo_summary.csv").is_file()

@@ -64,7 +64,7 @@ def test_refuse_overwrite_names_the_file_and_the_option(tmp_path):
     refuse_overwrite(path, overwrite=False)  # nothing there: fine
     path.write_bytes(b"")
     refuse_overwrite(path, overwrite=True)
-    with pytest.raises(SegzooError, match=f"{path}: exists; pass overwrite=True \\(--overwrite\\) to replace it"):
+    with pytest.raises(SegzooError, match=f"{path}: exists; pass overwrite=True to replace it"):
         refuse_overwrite(path, overwrite=False)
 
 

@@ -267,5 +267,5 @@ def test_cache_folder_that_cannot_be_written_is_an_error_not_a_silent_fallback(h
     result = client(f"from segzoo.zoo.sources import resolve_zoo; resolve_zoo({NAME!r})", endpoint=hub["endpoint"],
                     cache=blocker)
     assert result.returncode != 0, "a broken cache must not fall back to the bundled copy silently"
-    assert "SegzooError: Hugging Face cache" in result.stderr and str(blocker) in result.stderr
+    assert "RunError: Hugging Face cache" in result.stderr and str(blocker) in result.stderr
     assert "using the copy bundled" not in result.stdout

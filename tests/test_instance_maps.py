@@ -231,8 +231,9 @@ def map_predictor():
 
 
 def test_predictor_uses_the_map_and_checks_the_channel_count(map_predictor):
+    from segzoo.errors import ModelOutputError
     from segzoo.io.images import sample_image_path
-    from segzoo.predict.predictor import ModelOutputError, Predictor
+    from segzoo.predict.predictor import Predictor
 
     result = map_predictor.predict(sample_image_path())
     assert result.prob.ndim == 2 and result.num_nuclei > 50
@@ -249,8 +250,9 @@ def test_predictor_uses_the_map_and_checks_the_channel_count(map_predictor):
 def test_chunked_slide_prediction_equals_whole_with_a_learned_map(tmp_path, map_predictor):
     from test_slide_pipeline import _best_iou, _geojson_rings, _raster, _whole_image_case
 
-    from segzoo.slides.base import ArraySlide
-    from segzoo.slides.pipeline import predict_slide
+    from slide_fixtures import predict_one_slide as predict_slide
+
+    from segzoo.slides.readers.array import ArraySlide
 
     image = _whole_image_case()
     h, w = image.shape[:2]

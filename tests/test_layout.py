@@ -7,8 +7,10 @@ module's imports, parsed with ast (module level and inside functions alike):
   segzoo.runtime.keras, the Keras runtime, imports Keras and segzoo.models inside its functions,
   and the zoo reads the architecture names from segzoo.models.architectures, whose registry
   imports no Keras;
-- segzoo.predict never imports a runtime or the zoo (runtimes are handed to the Predictor), and
-  imports the whole-slide package (above it) only inside Predictor.predict_slide, when called;
+- segzoo.predict never imports a runtime, the zoo or the whole-slide package (above it);
+- segzoo.slides by role, imported only downward: options < readers < plan < results < run;
+  dask and distributed only in segzoo.slides.run.cluster and .worker;
+- no circle between packages (segzoo's subpackages and segzoo.slides' subpackages);
 - nothing below the zoo (foundation, io, predict, runtime, models, datasets) imports it;
 - segzoo.io imports no other segzoo package (every layer may use it);
 - nothing but segzoo.cli imports segzoo.cli;
@@ -130,10 +132,62 @@ def test_the_predictor_is_handed_its_runtime():
     assert not bad, "\n".join(bad)
 
 
-def test_the_predictor_reaches_the_slides_only_when_asked():
-    up = [imp for imp in IMPORTS if _in(imp.module, ("segzoo.predict",)) and _in(imp.target, ("segzoo.slides",))]
-    assert all(imp.lazy for imp in up), "\n".join(map(str, up))
-    assert [imp.target for imp in up] == ["segzoo.slides.batch"]
+def test_the_predictor_never_reaches_up_to_the_slides():
+    up = [str(imp) for imp in IMPORTS if _in(imp.module, ("segzoo.predict",)) and _in(imp.target, ("segzoo.slides",))]
+    assert not up, "\n".join(up)
+
+
+SLIDE_LAYERS = ("segzoo.slides.options", "segzoo.slides.readers", "segzoo.slides.plan", "segzoo.slides.results",
+                "segzoo.slides.run")
+
+
+def _layer(name: str) -> int | None:
+    return next((i for i, layer in enumerate(SLIDE_LAYERS) if _in(name, (layer,))), None)
+
+
+def test_slides_is_laid_out_by_role_and_imports_only_downward():
+    modules = {_module_name(p) for p in MODULES if _in(_module_name(p), ("segzoo.slides",))}
+    outside = sorted(m for m in modules if m != "segzoo.slides" and _layer(m) is None)
+    assert not outside, f"every slides module belongs to one of {SLIDE_LAYERS}: {outside}"
+    up = [str(imp) for imp in IMPORTS if _layer(imp.module) is not None and _layer(imp.target) is not None
+          and _layer(imp.target) > _layer(imp.module)]
+    assert not up, "\n".join(up)
+    dask = {imp.module for imp in IMPORTS if _in(imp.target, ("dask", "distributed")) and _in(imp.module, ("segzoo",))}
+    assert dask <= {"segzoo.slides.run.cluster", "segzoo.slides.run.worker"}, dask
+
+
+def _package(name: str) -> str | None:
+    """The package a module belongs to for the no-circle rule: segzoo.slides.X, or segzoo.X."""
+    parts = name.split(".")
+    if parts[0] != "segzoo" or len(parts) < 2:
+        return None  # segzoo itself (its __init__: the version, lazy entry points) and third parties
+    if parts[1] == "slides" and len(parts) > 2:
+        return ".".join(parts[:3])
+    return ".".join(parts[:2])
+
+
+def test_no_circle_between_packages():
+    """Imports between packages (module level and in functions) form no cycle."""
+    edges: dict[str, set[str]] = {}
+    for imp in IMPORTS:
+        a, b = _package(imp.module), _package(imp.target)
+        if a and b and a != b and not (b == "segzoo.slides" or a == "segzoo.slides"):
+            edges.setdefault(a, set()).add(b)
+
+    def cycle_from(start: str) -> list[str] | None:
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in edges.get(node, ()):
+                if nxt == start:
+                    return path + [start]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, path + [nxt]))
+        return None
+
+    cycles = [" -> ".join(c) for start in sorted(edges) if (c := cycle_from(start))]
+    assert not cycles, "\n".join(cycles)
 
 
 def test_nothing_below_the_zoo_imports_it():

@@ -9,10 +9,10 @@ import pytest
 from conftest import tiny_kwargs
 
 import segzoo
-from segzoo.errors import SegzooError
+from segzoo.errors import OnnxModelError, ParityShapeError, SegzooError
 from segzoo.models.architectures import list_architectures
 from segzoo.models.folders import default_config, save_model
-from segzoo.runtime.onnx_format import OnnxModelError, read_segzoo_onnx
+from segzoo.runtime.onnx_format import read_segzoo_onnx
 
 
 def _folder(tmp_path, name, **extra):
@@ -102,7 +102,7 @@ def test_onnx_prediction_never_imports_tensorflow_or_keras(tmp_path):
         from PIL import Image
         Image.fromarray(np.full((20, 20, 3), 90, np.uint8)).save({str(tmp_path / "in.png")!r})
         assert main(["predict", {str(tmp_path / "in.png")!r}, "--model", {str(folder)!r}, "--runtime", "onnx",
-                     "--out", {str(tmp_path / "out")!r}]) == 2  # folder has no model.onnx: clear error
+                     "--out", {str(tmp_path / "out")!r}]) == 1  # no model.onnx: a ModelError, one line
         import shutil; shutil.copy({str(tmp_path / "bare.onnx")!r}, {str(folder / "model.onnx")!r})
         assert main(["predict", {str(tmp_path / "in.png")!r}, "--model", {str(folder)!r}, "--runtime", "onnx",
                      "--out", {str(tmp_path / "out")!r}]) == 0
@@ -312,7 +312,7 @@ def test_export_converts_again_when_tf2onnx_gives_a_wrong_shape_and_gives_up_aft
     def flaky_check(model, data, batches, expected):
         calls.append(expected)
         if len(calls) == 1:
-            raise export.ParityShapeError("ONNX output shape (1, 1, 8, 8, 1) != Keras (1, 8, 8, 1)")
+            raise ParityShapeError("ONNX output shape (1, 1, 8, 8, 1) != Keras (1, 8, 8, 1)")
         return real_check(model, data, batches, expected=expected)
 
     monkeypatch.setattr(export, "check_parity", flaky_check)
@@ -321,9 +321,9 @@ def test_export_converts_again_when_tf2onnx_gives_a_wrong_shape_and_gives_up_aft
     assert calls[0] is calls[1]  # the Keras outputs are computed once, not per attempt
 
     def always_wrong(model, data, batches, expected):
-        raise export.ParityShapeError("wrong")
+        raise ParityShapeError("wrong")
 
     monkeypatch.setattr(export, "check_parity", always_wrong)
-    with pytest.raises(export.ParityShapeError):
+    with pytest.raises(ParityShapeError):
         export.export_onnx(folder, folder / "again.onnx")
     assert not (folder / "again.onnx").exists()

@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from segzoo.config import ModelConfig
-from segzoo.errors import ConfigError
+from segzoo.errors import ConfigError, ModelOutputError
 from segzoo.io.images import sample_image_path
 from segzoo.predict.postprocessing import NO_DATA_MIN_AREA, no_data_mask
-from segzoo.predict.predictor import ModelOutputError, Prediction, Predictor
+from segzoo.predict.predictor import Prediction, Predictor
 from segzoo.predict.preprocessing import fill_no_data
 from segzoo.runtime.onnx import onnx_runner
 from segzoo.runtime.onnx_format import read_segzoo_onnx

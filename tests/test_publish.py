@@ -96,7 +96,8 @@ def test_release_embeds_an_edited_config_without_touching_the_graph(tmp_path):
     import onnx
 
     from segzoo.config import ModelConfig
-    from segzoo.runtime.onnx_format import OnnxModelError, embed_config, graph_sha256, read_segzoo_onnx
+    from segzoo.errors import OnnxModelError
+    from segzoo.runtime.onnx_format import embed_config, graph_sha256, read_segzoo_onnx
 
     source = CARDS[0] / "model.int8.onnx"
     path = tmp_path / "model.int8.onnx"
@@ -137,9 +138,9 @@ def test_release_config_only_embeds_the_config_rewrites_the_card_and_pins_the_fi
     config.resolution.mpp = 0.5
     config.save(dest / "config.json")
     record = {"command": "python scripts/release.py", "environment": None}
-    with pytest.raises(SegzooError, match="work on a released folder"):
+    with pytest.raises(SegzooError, match="works on a released folder"):
         release(CARDS[0], dest, name=dest.name, record=record, mode="config", registry_file=registry)
-    with pytest.raises(SegzooError, match="--data is required"):
+    with pytest.raises(SegzooError, match="data is required"):
         release(dest, dest, name=dest.name, record=record, mode="onnx", registry_file=registry)
     release(dest, dest, name=dest.name, record=record, mode="config", registry_file=registry)
     for filename in ("model.onnx", "model.int8.onnx"):

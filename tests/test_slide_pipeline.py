@@ -1,5 +1,5 @@
 """Whole-slide prediction in chunks: stitching equals the whole-image result, streamed outputs,
-resume, faults, level-0 coordinates through resampling (segzoo.slides.chunks/outputs/pipeline)."""
+resume, faults, level-0 coordinates through resampling (segzoo.slides.plan, .results, .run)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from slide_fixtures import predict_one_slide as predict_slide
 
 from segzoo.errors import DataError, SegzooError
 from segzoo.io.images import sample_image_path
 from segzoo.predict.predictor import Predictor
-from segzoo.slides.base import ArraySlide
-from segzoo.slides.chunks import COLUMNS, Chunk, ChunkResult, Grid, chunk_nuclei, plan_chunks, predict_chunk
-from segzoo.slides.pipeline import predict_slide
+from segzoo.slides.plan.chunks import Chunk, plan_chunks
+from segzoo.slides.plan.grid import Grid
+from segzoo.slides.plan.targets import COLUMNS
+from segzoo.slides.readers.array import ArraySlide
+from segzoo.slides.results.chunk_result import ChunkResult
+from segzoo.slides.run.chunk_inference import chunk_nuclei, predict_chunk
 
 BUNDLED_INT8 = Path(__file__).resolve().parents[1] / "segzoo" / "bundled" / "unet-monuseg" / "model.int8.onnx"
 
@@ -118,7 +122,7 @@ def test_chunk_result_round_trips_through_its_file(tmp_path, int8_predictor):
 
 
 def test_feature_text_is_the_json_encoding_of_the_feature():
-    from segzoo.slides.outputs import CLASSIFICATION, _Formatter
+    from segzoo.slides.results.outputs import CLASSIFICATION, _Formatter
 
     ring = np.array([[1.5, -0.5], [3.25, 2.0], [0.0, 4.0], [1.5, -0.5]])
     values = (12.0, 0.75, 1.234, 2.0, 0, 1, 4, 5, 120.5, 60.25, 180.0, 0.9123)
@@ -209,7 +213,7 @@ def test_outputs_are_qupath_geojson_csv_and_pngs_with_global_ids(tmp_path, int8_
     thumbnail = np.asarray(Image.open(tmp_path / "tile_thumbnail.png"))
     assert thumbnail.shape == image.shape and (thumbnail == [255, 255, 0]).all(-1).sum() > 100
     assert Image.open(tmp_path / "tile_thumbnail.png").info["Software"].startswith("segzoo")
-    with pytest.raises(SegzooError, match="outputs exist.*--overwrite"):
+    with pytest.raises(SegzooError, match="outputs exist.*overwrite=True"):
         predict_slide(int8_predictor, ArraySlide(image, mpp=0.25), tmp_path, chunk_size=128, halo=64, tissue=False,
                       progress=False, name="tile")
 
@@ -223,7 +227,7 @@ def test_resume_after_an_interruption_gives_byte_identical_outputs(tmp_path, int
 
     seen = []
 
-    def crash_after_four(chunk, result):
+    def crash_after_four(slide, chunk, nuclei):
         seen.append(chunk)
         if len(seen) == 4:
             raise KeyboardInterrupt  # as if the user pressed Ctrl-C after 4 chunks
@@ -235,7 +239,7 @@ def test_resume_after_an_interruption_gives_byte_identical_outputs(tmp_path, int
     assert sorted(p.name for p in work.iterdir()) == [f"chunk_00000_0000{i}.npz" for i in range(4)] + ["manifest.json"]
     assert not any(p.suffix != ".segzoo-chunks" for p in out.iterdir())  # no partial outputs
 
-    with pytest.raises(SegzooError, match="other parameters.*halo.*--restart"):
+    with pytest.raises(SegzooError, match="other parameters.*halo.*restart=True"):
         predict_slide(int8_predictor, ArraySlide(image, mpp=0.25), out, **{**kwargs, "halo": 64})
     other = Predictor(int8_predictor.run_batch, copy.deepcopy(int8_predictor.config), runtime="onnx")
     other.config.postprocessing.threshold = 0.6
@@ -370,7 +374,7 @@ def test_a_slide_without_resolution_needs_mpp(tmp_path, int8_predictor):
 
     path = write_aperio_tiff(tmp_path / "nompp.tif", _pink_with_discs(256, [(100.0, 100.0)], 8.0), mpp=None,
                              levels=1, tile=128, compression=None)
-    with pytest.raises(SegzooError, match="nompp.tif has no microns-per-pixel.*--mpp"):
+    with pytest.raises(SegzooError, match="nompp.tif has no microns-per-pixel.*mpp="):
         predict_slide(int8_predictor, path, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     summary = predict_slide(int8_predictor, path, tmp_path / "out", mpp=0.25, tissue=False, progress=False)
@@ -380,11 +384,12 @@ def test_a_slide_without_resolution_needs_mpp(tmp_path, int8_predictor):
 def test_a_default_chunk_is_one_network_pass_of_the_slide_tile(tmp_path, int8_predictor):
     """chunk_size None: 1344 px cores read with 96 px halos, so an inner chunk's read box is one
     CHUNK_TILE_SIZE tile and predict_chunk runs the network on it once."""
-    from segzoo.slides.chunks import CHUNK_TILE_SIZE
-    from segzoo.slides.planning import prepare_slide
+    from segzoo.slides.options import SlideOptions
+    from segzoo.slides.plan.chunks import CHUNK_TILE_SIZE
+    from segzoo.slides.plan.job import prepare_slide
 
     slide = ArraySlide(np.full((4000, 4000, 3), 200, np.uint8), mpp=0.25)
-    job = prepare_slide(int8_predictor, slide, tmp_path, tissue=False)
+    job = prepare_slide(int8_predictor, slide, tmp_path, SlideOptions(tissue=False))
     inner = [c for c in job.chunks if c.read[0] > 0 and c.read[1] > 0 and c.read[2] < 4000 and c.read[3] < 4000]
     assert inner and {(c.read[2] - c.read[0], c.read[3] - c.read[1]) for c in inner} == {(CHUNK_TILE_SIZE,) * 2}
     assert {(c.core[2] - c.core[0]) for c in inner} == {CHUNK_TILE_SIZE - 2 * 96}
@@ -401,12 +406,12 @@ def test_a_default_chunk_is_one_network_pass_of_the_slide_tile(tmp_path, int8_pr
 
 
 def test_a_slide_job_pins_the_allocator_thresholds(tmp_path, int8_predictor, monkeypatch):
-    """predict_slide sets glibc's thresholds (segzoo.slides.memory) before its chunks run; on this
-    Linux/glibc test machine mallopt accepts them."""
+    """predict_slides sets glibc's thresholds (segzoo.slides.run.memory) before its chunks run; on
+    this Linux/glibc test machine mallopt accepts them."""
     import platform
 
-    import segzoo.slides.pipeline as pipeline
-    from segzoo.slides.memory import return_large_allocations
+    import segzoo.slides.run.orchestrator as pipeline
+    from segzoo.slides.run.memory import return_large_allocations
 
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert return_large_allocations()

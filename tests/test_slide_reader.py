@@ -1,4 +1,4 @@
-"""Whole-slide reading (segzoo.slides.reader) and the tissue mask (segzoo.slides.tissue).
+"""Whole-slide reading (segzoo.slides.readers) and the tissue mask (segzoo.slides.plan.tissue).
 
 Slides are built by tests/slide_fixtures.py: small Aperio-style pyramidal TIFFs that OpenSlide
 opens as 'aperio', OME-TIFFs, plain images.
@@ -23,18 +23,15 @@ from slide_fixtures import (
     write_ome_tiff,
 )
 
-from segzoo.errors import DataError
-from segzoo.slides import reader
-from segzoo.slides.base import ArraySlide, padded_read
-from segzoo.slides.reader import (
-    OpenSlideSlide,
-    TiffSlide,
-    best_level,
-    open_slide,
-    read_scaled,
-    working_scale,
-)
-from segzoo.slides.tissue import slide_thumbnail, tissue_mask
+from segzoo.errors import DataError, UsageError
+from segzoo.slides.plan.tissue import slide_thumbnail, tissue_mask
+from segzoo.slides.readers import factory as reader
+from segzoo.slides.readers.array import ArraySlide
+from segzoo.slides.readers.base import padded_read
+from segzoo.slides.readers.factory import open_slide
+from segzoo.slides.readers.openslide import OpenSlideSlide
+from segzoo.slides.readers.resolution import best_level, read_scaled, working_scale
+from segzoo.slides.readers.tiff import TiffSlide
 
 openslide = pytest.importorskip("openslide")
 
@@ -136,7 +133,7 @@ def test_unknown_mpp_is_none_and_the_argument_overrides(tmp_path, he, caplog):
         with open_slide(path, backend=backend, mpp=0.5) as slide:
             assert slide.mpp == 0.5
     known = write_aperio_tiff(tmp_path / "m.svs", he[:512, :512], mpp=0.25, levels=2)
-    with caplog.at_level(logging.INFO, logger="segzoo.slides.reader"), open_slide(known, mpp=0.3) as slide:
+    with caplog.at_level(logging.INFO, logger="segzoo.slides.readers.factory"), open_slide(known, mpp=0.3) as slide:
         assert slide.mpp == 0.3
     assert "overrides the file's 0.2500" in caplog.text
     with pytest.raises(DataError, match="positive"):
@@ -244,7 +241,7 @@ def test_errors_name_the_file_and_the_options(tmp_path):
     broken.write_bytes(b"this is not a slide at all" * 10)
     with pytest.raises(DataError, match=r"broken.svs: cannot open slide; tried OpenSlide: .*; tifffile: "):
         open_slide(broken)
-    with pytest.raises(DataError, match="valid: openslide, tifffile"):
+    with pytest.raises(UsageError, match="valid: openslide, tifffile"):  # an argument, not the file
         open_slide(broken, backend="bioformats")
 
 

@@ -1,11 +1,15 @@
 """The `segzoo` command: predict, train, evaluate, export, publish (one module each here).
 
 Every failure is one line `error: ...` on stderr that names the file and the problem, with
-no traceback: exit 2 for bad arguments (checked before any model is loaded) and any
-SegzooError, 1 when some images or files failed or on an unexpected OSError, 130 on Ctrl-C.
+no traceback. A SegzooError exits with its class's `exit_code` (segzoo.errors): 2 for bad
+arguments (argparse's, checked before any model is loaded, and UsageError), 1 for an input or
+model that cannot be used (DataError, ConfigError, ModelError) or a run that could not complete
+(RunError); 1 also when some images or files failed or on an unexpected OSError; 130 on Ctrl-C.
+An error whose `argument` is an option of the command gets its flag added to the message.
 SEGZOO_DEBUG=1 or `segzoo --debug COMMAND ...` shows the traceback of an unexpected OSError
-instead. Each command module defines parser() and run(args, argv) -> exit code; run_command
-is the one place that parses, runs and maps failures to exit codes.
+instead. Each command module defines DESCRIPTION (one line, its parser's description),
+parser() and run(args, argv) -> exit code; run_command is the one place that parses, runs and
+maps failures to exit codes.
 """
 
 from __future__ import annotations
@@ -15,29 +19,38 @@ import logging
 import os
 import sys
 
-from segzoo.cli.arguments import describe_os_error, error
+from segzoo.cli.arguments import describe_os_error, error, error_message
 from segzoo.errors import SegzooError
 
 COMMANDS = ("predict", "train", "evaluate", "export", "publish")
 KERAS_COMMANDS = ("train", "evaluate", "export", "publish")  # they load Keras model folders
+EXIT_CODES = (
+    (0, "done"),
+    (1, "some inputs or models failed, or a run could not complete (DataError, ConfigError, ModelError, RunError)"),
+    (2, "usage: bad arguments or options (UsageError)"),
+    (130, "interrupted (Ctrl-C)"),
+)
 
 
 def run_command(command: str, argv: list[str], *, debug: bool = False) -> int:
     """Run `segzoo COMMAND ARGV`: check Keras for the commands that need it, parse with the
     command's one-line-error parser, run it, and turn failures into one line and an exit code
-    (SegzooError 2, an OSError 1 with its path, Ctrl-C 130; argparse's own exits as they are)."""
+    (a SegzooError its class's exit_code, with the flag of its `argument` when the command has
+    one; an OSError 1 with its path; Ctrl-C 130; argparse's own exits as they are)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     module = importlib.import_module(f"segzoo.cli.{command}")
+    parser = None
     try:
         if command in KERAS_COMMANDS:
             from segzoo.runtime.keras import require_keras
 
             require_keras(f"segzoo {command}")
-        args = module.parser().parse_args(argv)
+        parser = module.parser()
+        args = parser.parse_args(argv)
         return module.run(args, argv)
     except SegzooError as err:
-        error(str(err))
-        return 2
+        error(error_message(err, parser))
+        return err.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -52,14 +65,32 @@ def run_command(command: str, argv: list[str], *, debug: bool = False) -> int:
         return 1
 
 
+def description(command: str) -> str:
+    """One line saying what `command` does: its module's DESCRIPTION (else its parser's
+    description), up to the end of the first sentence."""
+    module = importlib.import_module(f"segzoo.cli.{command}")
+    text = getattr(module, "DESCRIPTION", None) or module.parser().description or ""
+    first = " ".join(text.split()).split(". ")[0]
+    return first if first.endswith(".") else first + "."
+
+
 def _usage() -> str:
     from segzoo import __version__
 
-    return f"segzoo {__version__}\nusage: segzoo {{{','.join(COMMANDS)}}} ...  (segzoo COMMAND --help)"
+    width = max(map(len, COMMANDS))
+    lines = [f"segzoo {__version__}",
+             f"usage: segzoo [--debug] {{{','.join(COMMANDS)}}} ...  (segzoo COMMAND --help: its options)",
+             "", "commands:"]
+    lines += [f"  {command:<{width}}  {description(command)}" for command in COMMANDS]
+    lines += ["", "exit codes:"]
+    lines += [f"  {code:<3}  {meaning}" for code, meaning in EXIT_CODES]
+    lines += ["", "--debug (or SEGZOO_DEBUG=1): show the traceback of an unexpected OSError."]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `segzoo COMMAND ...`; returns the exit code (0 ok, 1 some failures, 2 bad arguments, 130 Ctrl-C)."""
+    """Run `segzoo COMMAND ...`; returns the exit code (EXIT_CODES: 0 ok, 1 some inputs or models failed,
+    2 bad arguments, 130 Ctrl-C)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get("SEGZOO_DEBUG", "") not in ("", "0")
     if argv[:1] == ["--debug"]:

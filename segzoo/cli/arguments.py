@@ -60,6 +60,25 @@ def describe_os_error(err: OSError) -> str:
     return f"{type(err).__name__}: {err.strerror or err}"
 
 
+def option_flag(parser: argparse.ArgumentParser, argument: str | None) -> str | None:
+    """The command-line flag of `parser` that sets the Python argument `argument` (the option
+    whose dest it is; its long form), or None when no option has that dest."""
+    for action in parser._actions:
+        if argument and action.dest == argument and action.option_strings:
+            return max(action.option_strings, key=len)
+    return None
+
+
+def error_message(err: BaseException, parser: argparse.ArgumentParser | None = None) -> str:
+    """The one-line message of a SegzooError; when its `argument` is an option of `parser` that
+    the message does not name yet, the flag is added: '<message> (on the command line: --mpp)'."""
+    message = " ".join(str(err).splitlines())
+    flag = option_flag(parser, getattr(err, "argument", None)) if parser is not None else None
+    if flag and flag not in message:
+        message += f" (on the command line: {flag})"
+    return message
+
+
 def error(message: str) -> None:
     """Print `error: <message>` on stderr."""
     print(f"error: {message}", file=sys.stderr)

@@ -8,10 +8,11 @@ from pathlib import Path
 
 from segzoo.cli.arguments import OneLineParser, error, non_empty, positive_int
 
+DESCRIPTION = "Export a model to ONNX (checks parity with Keras before writing), optionally with an int8 copy."
+
 
 def parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="segzoo export",
-                      description="Export a model to ONNX (checks parity with Keras before writing).")
+    p = OneLineParser(prog="segzoo export", description=DESCRIPTION)
     p.add_argument("model", help="zoo name or model folder")
     p.add_argument("--out", required=True, type=non_empty, help="output .onnx path")
     p.add_argument("--opset", type=positive_int, default=17)

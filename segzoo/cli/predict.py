@@ -11,10 +11,22 @@ import stat
 import sys
 from pathlib import Path
 
-from segzoo.cli.arguments import OneLineParser, error, non_empty, non_negative_int, positive_float, positive_int
+from segzoo.cli.arguments import (
+    OneLineParser,
+    error,
+    non_empty,
+    non_negative_int,
+    option_flag,
+    positive_float,
+    positive_int,
+)
 from segzoo.errors import SegzooError
 
 log = logging.getLogger("segzoo.predict")
+
+
+DESCRIPTION = ("Predict nuclei in images and whole slides with a zoo model, a folder, an hf:// URI or an .onnx "
+               "file.")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -23,7 +35,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = OneLineParser(
         prog="segzoo predict",
-        description="Predict nuclei; writes <stem>_mask.png, <stem>_labels.tif, <stem>.geojson, "
+        description=DESCRIPTION + " Writes <stem>_mask.png, <stem>_labels.tif, <stem>.geojson, "
                     "<stem>_overlay.png and <stem>_nuclei.csv into --out, each image's files all "
                     "or none. Never writes over an input; in a folder, files named like another "
                     "image's outputs (a_mask.png beside a.png) are not taken as inputs.")
@@ -34,7 +46,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", default="auto", choices=RUNTIMES)
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="int8: the model's int8 ONNX file on onnxruntime (fastest on CPU)")
-    p.add_argument("--tile", type=positive_int, default=None, help="tile size, >= 1 (default: from config.json)")
+    p.add_argument("--tile", dest="tile_size", type=positive_int, default=None, help="tile size, >= 1 (default: from config.json)")
     p.add_argument("--overlap", type=non_negative_int, default=None,
                    help="tile overlap in pixels, 0 <= overlap < tile (default: from config.json)")
     p.add_argument("--batch-size", type=positive_int, default=None,
@@ -109,7 +121,7 @@ def _add_folder(inputs: _Inputs, folder: Path) -> None:
     except OSError as err:
         inputs.fail(f"{folder}: cannot list the folder ({err.strerror})")
         return
-    from segzoo.slides.reader import OPENSLIDE_SUFFIXES
+    from segzoo.slides.readers.factory import OPENSLIDE_SUFFIXES
 
     slides = [e for e in entries if e.suffix.lower() in OPENSLIDE_SUFFIXES and not e.name.startswith(".")
               and e.is_file()]
@@ -185,8 +197,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     if bad or not formats:
         error(f"unknown format(s) {bad}; valid formats: {', '.join(FORMATS)}")
         return 2
-    if args.tile is not None and args.overlap is not None and args.overlap >= args.tile:
-        error(f"--overlap {args.overlap} must be smaller than --tile {args.tile}")
+    if args.tile_size is not None and args.overlap is not None and args.overlap >= args.tile_size:
+        error(f"--overlap {args.overlap} must be smaller than --tile {args.tile_size}")
         return 2
     out = Path(args.out)
     problem = output_folder_problem(args.out)
@@ -200,7 +212,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         error(f"several inputs share the name(s) {duplicates}; their outputs would collide")
         return 2
     failures = inputs.failures
-    from segzoo.slides.reader import is_whole_slide
+    from segzoo.slides.readers.factory import is_whole_slide
 
     whole = {p: is_whole_slide(p) for p in inputs.images}  # opens each TIFF once
     if (args.dask or args.workers) and not any(whole.values()):
@@ -228,15 +240,15 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             failures += 1
             continue
         todo.append((path, targets))
-    predictor = load(args.model, runtime=args.runtime, precision=args.precision)  # a SegzooError: exit 2
-    tiling_settings(predictor.config, tile_size=args.tile, overlap=args.overlap, batch_size=args.batch_size)
+    predictor = load(args.model, runtime=args.runtime, precision=args.precision)  # a SegzooError: its class's exit code
+    tiling_settings(predictor.config, tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size)
     slide_failures = _predict_slides(args, predictor, slides, out) if slides else 0
     from tqdm import tqdm
 
     def say(message: str, file=sys.stdout) -> None:  # above the progress bar, when there is one
         tqdm.write(message, file=file)
 
-    options = {"tta": args.tta, "tile_size": args.tile, "overlap": args.overlap, "batch_size": args.batch_size}
+    options = {"tta": args.tta, "tile_size": args.tile_size, "overlap": args.overlap, "batch_size": args.batch_size}
     written = 0
     # The bar shows on a terminal only (disable=None), so piped or logged stderr keeps one line per problem.
     for path, targets in tqdm(todo, desc="predict", unit="image", disable=True if len(todo) < 2 else None):
@@ -264,8 +276,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _slide_targets(out: Path, slide: Path, tissue: bool) -> list[Path]:
-    from segzoo.slides.outputs import output_paths
-    from segzoo.slides.pipeline import output_stem
+    from segzoo.slides.plan.targets import output_paths, output_stem
 
     return list(output_paths(out, output_stem(slide), tissue=tissue).values())
 
@@ -273,15 +284,15 @@ def _slide_targets(out: Path, slide: Path, tissue: bool) -> list[Path]:
 def _predict_slides(args: argparse.Namespace, predictor, slides: list[Path], out: Path) -> int:
     """Predict the whole slides (here, or on Dask with --dask/--workers); the number that failed.
     One line per slide; <out>/segzoo_summary.csv lists them all."""
-    from segzoo.slides.batch import SUMMARY_FILENAME, predict_slides
-    from segzoo.slides.pipeline import DEFAULT_HALO
+    from segzoo.slides.options import DEFAULT_HALO, SlideOptions
+    from segzoo.slides.results.summary import SUMMARY_FILENAME
+    from segzoo.slides.run.orchestrator import dask_executor, predict_slides
 
-    summaries = predict_slides(
-        args.model, slides, out, client=args.dask, workers=args.workers, precision=args.precision,
-        runtime=args.runtime, mpp=args.mpp, chunk_size=args.chunk_size,
-        halo=DEFAULT_HALO if args.halo is None else args.halo, tissue=not args.no_tissue_mask,
-        overwrite=args.overwrite, restart=args.restart, keep_chunks=args.keep_chunks, tta=args.tta,
-        predictor=predictor, progress=sys.stderr.isatty())
+    options = SlideOptions(mpp=args.mpp, chunk_size=args.chunk_size, halo=DEFAULT_HALO if args.halo is None else args.halo,
+                           tissue=not args.no_tissue_mask, overwrite=args.overwrite, restart=args.restart,
+                           keep_chunks=args.keep_chunks, tta=args.tta, progress=sys.stderr.isatty())
+    executor = dask_executor(args.dask, args.workers) if args.dask or args.workers else None
+    summaries = predict_slides(predictor, slides, out, options=options, executor=executor)
     failed = 0
     for summary in summaries:
         if summary.status == "ok":
@@ -293,7 +304,8 @@ def _predict_slides(args: argparse.Namespace, predictor, slides: list[Path], out
                   f"{summary.failed[0].box}: {summary.failed[0].error}); the outputs lack them; run again to retry")
         else:
             failed += 1
-            error(f"{summary.slide}: {summary.error}")
+            flag = option_flag(parser(), summary.argument)
+            error(f"{summary.slide}: {summary.error}" + (f" (on the command line: {flag})" if flag else ""))
     print(f"{len(summaries)} slide(s): {len(summaries) - failed} done, {failed} failed; summary in "
           f"{out / SUMMARY_FILENAME}", file=sys.stderr)
     return failed

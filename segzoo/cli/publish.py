@@ -10,9 +10,11 @@ from pathlib import Path
 from segzoo.cli.arguments import OneLineParser
 from segzoo.zoo.publishing import publish, update_registry
 
+DESCRIPTION = "Validate a zoo folder and upload it to the Hugging Face Hub."
+
 
 def parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="segzoo publish", description="Validate a zoo folder and upload it to the Hub.")
+    p = OneLineParser(prog="segzoo publish", description=DESCRIPTION)
     p.add_argument("folder", help="model_cards/<name> folder (exactly what the Hub repo will hold)")
     p.add_argument("--repo-id", required=True, help="ORG/NAME on the Hub")
     p.add_argument("--private", action="store_true")

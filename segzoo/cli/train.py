@@ -7,7 +7,7 @@ import argparse
 import json
 
 from segzoo.cli.arguments import OneLineParser
-from segzoo.errors import SegzooError
+from segzoo.errors import UsageError
 
 DESCRIPTION = "Train a segzoo model on a MoNuSeg-layout folder (see segzoo.training)."
 
@@ -82,14 +82,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
-    """Train; 0 with the model folder written (a SegzooError for bad options or data: exit 2)."""
+    """Train; 0 with the model folder written (a UsageError for bad options: exit 2; a DataError,
+    ModelError or RunError: exit 1)."""
     from segzoo.training.options import TrainOptions
     from segzoo.training.run import train
 
     try:
         arch_kwargs = json.loads(args.arch_kwargs)
     except json.JSONDecodeError as err:
-        raise SegzooError(f"--arch-kwargs is not valid JSON: {err}") from None
+        raise UsageError(f"--arch-kwargs is not valid JSON: {err}", argument="arch_kwargs") from None
     out = train(TrainOptions(**{**vars(args), "arch_kwargs": arch_kwargs}), argv)
     print(f"model folder: {out}")
     return 0

@@ -55,7 +55,7 @@ def build_slides(tile_paths: list[Path], folder: Path, *, side: int = 20000, mpp
     """Write (or reuse, when built with the same settings) `folder`/synthetic-40x.svs and its 20x
     copy synthetic-20x.svs; returns {'40x': path, '20x': path}."""
     from segzoo.io.images import read_image
-    from segzoo.slides.writer import downsample, write_aperio_tiff
+    from segzoo.slides.readers.pyramid_writer import downsample, write_aperio_tiff
 
     folder.mkdir(parents=True, exist_ok=True)
     settings = {"tiles": [p.name for p in tile_paths], "side": side, "mpp": mpp,
@@ -77,32 +77,28 @@ def measure_slide(folder: Path, precision: str, slide: Path, out: Path, *, worke
     and cluster start excluded), the outputs' share, tissue Mpx, nuclei and peak RSS (MB; with
     workers, the largest worker's)."""
     import segzoo
-    from segzoo.slides.pipeline import finish_slide, prepare_slide, process_chunks
-    from segzoo.slides.reader import open_slide
+    from segzoo.slides.options import SlideOptions
+    from segzoo.slides.run.orchestrator import dask_executor, predict_slides
 
     model = folder / PRECISION_FILES[precision]
     row: dict = {"precision": precision, "slide": slide.name, "workers": workers}
+    options = SlideOptions(progress=False, summary=False)
     if workers:
-        from segzoo.slides.batch import predict_slides
-        from segzoo.slides.distributed import local_cluster, worker_peak_rss
+        from segzoo.slides.run.cluster import local_cluster, worker_peak_rss
 
+        predictor = segzoo.load(folder, precision=precision)  # the workers load it from its ModelSource
         with local_cluster(workers, threads_per_worker) as client:
             start = time.perf_counter()
-            [summary] = predict_slides(str(folder), [slide], out, client=client, precision=precision,
-                                       progress=False, summary=False)
+            [summary] = predict_slides(predictor, [slide], out, options=options, executor=dask_executor(client))
             row["seconds"] = time.perf_counter() - start
             row["peak_rss_mb"] = max(worker_peak_rss(client).values()) / 2**20
         row["threads_per_worker"] = threads_per_worker
     else:
         predictor = segzoo.load(model)
         start = time.perf_counter()
-        with open_slide(slide) as handle:
-            job = prepare_slide(predictor, handle, out)
-            failed, _ = process_chunks(job, predictor, handle, progress=False)
-            outputs_start = time.perf_counter()
-            summary = finish_slide(job, handle, failed)
-            row["outputs_seconds"] = time.perf_counter() - outputs_start
+        [summary] = predict_slides(predictor, [slide], out, options=options)
         row["seconds"] = time.perf_counter() - start
+        row["outputs_seconds"] = summary.outputs_seconds
         row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if summary.error:
         raise RuntimeError(f"{slide}: {summary.error}")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from segzoo.config import ModelConfig
-from segzoo.errors import SegzooError
+from segzoo.errors import ParityError, ParityShapeError
 from segzoo.export.rewrite import drop_noop_crops_after_upsampling, split_concatenated_convolutions
 from segzoo.io.files import atomic_write_bytes, refuse_overwrite
 from segzoo.runtime.onnx import onnx_runner
@@ -32,14 +32,6 @@ PARITY_ATOL = 1e-4
 # is lost: an extra leading output axis, in about 1 to 40 conversions of the tiny test DeepLabV3
 # (2 of the first 2 in one process). The parity check catches it and the conversion is run again.
 CONVERSION_ATTEMPTS = 5
-
-
-class ParityError(SegzooError):
-    """ONNX and Keras outputs differ by more than the tolerance."""
-
-
-class ParityShapeError(ParityError):
-    """ONNX and Keras outputs differ in shape."""
 
 
 def keras_to_onnx(model, config: ModelConfig, *, opset: int = 17):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from segzoo.config import ModelConfig
-from segzoo.errors import SegzooError
+from segzoo.errors import DataError
 from segzoo.io.files import atomic_write_bytes, refuse_overwrite
 from segzoo.io.images import find_images, read_image
 from segzoo.predict.preprocessing import normalize
@@ -28,7 +28,7 @@ def calibration_batches(folder: str | os.PathLike, config: ModelConfig, *, patch
     smallest = min(min(im.shape[:2]) for im in images)
     size = min(size, smallest) // stride * stride
     if size < stride:
-        raise SegzooError(f"{folder}: images are smaller than the model stride {stride}; cannot calibrate")
+        raise DataError(f"{folder}: images are smaller than the model stride {stride}; cannot calibrate")
     out = []
     for i in range(patches):
         image = images[i % len(images)]

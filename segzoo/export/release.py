@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 
 from segzoo.config import CONFIG_FILENAME, ONNX_FILENAMES, WEIGHTS_FILENAME, Inference, ModelConfig
-from segzoo.errors import SegzooError
+from segzoo.errors import UnknownNameError, UsageError
 from segzoo.io.files import atomic_write_text
 from segzoo.provenance import environment, portable_command, portable_path
 from segzoo.runtime.onnx_format import embed_config
@@ -49,12 +49,12 @@ def release(run: str | Path, dest: str | Path, *, name: str, record: dict, mode:
     Returns `dest`."""
     run, dest = Path(run), Path(dest)
     if mode not in MODES:
-        raise SegzooError(f"unknown release mode {mode!r}; valid modes: {', '.join(MODES)}")
+        raise UnknownNameError(f"unknown release mode {mode!r}; valid modes: {', '.join(MODES)}", argument="mode")
     if mode != "full" and run.resolve() != dest.resolve():
-        raise SegzooError(f"--onnx-only and --config-only work on a released folder: pass {dest} as the run, "
-                          f"not {run}")
+        raise UsageError(f"mode {mode!r} works on a released folder: pass {dest} as the run, not {run}",
+                         argument="run")
     if data is None and mode != "config":
-        raise SegzooError("--data is required (except with --config-only)")
+        raise UsageError("data is required (except in mode 'config')", argument="data")
     if mode == "config":
         config = ModelConfig.load(dest)
         for filename in ONNX_FILENAMES.values():

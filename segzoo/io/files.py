@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from segzoo.errors import SegzooError
+from segzoo.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +72,10 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def refuse_overwrite(path: str | os.PathLike, overwrite: bool) -> None:
-    """SegzooError when a file exists at `path` and `overwrite` is False (the guard of every
+    """UsageError when a file exists at `path` and `overwrite` is False (the guard of every
     command that writes one named file: export, quantization)."""
     if os.path.lexists(path) and not overwrite:
-        raise SegzooError(f"{path}: exists; pass overwrite=True (--overwrite) to replace it")
+        raise UsageError(f"{path}: exists; pass overwrite=True to replace it", argument="overwrite")
 
 
 def output_folder_problem(path: str | os.PathLike) -> str | None:

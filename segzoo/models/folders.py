@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from segzoo.config import CONFIG_FILENAME, WEIGHTS_FILENAME, ModelConfig
-from segzoo.errors import ConfigError, SegzooError
+from segzoo.errors import ConfigError, ModelError, UsageError
 from segzoo.models.architectures import create_model, model_stride
 
 
@@ -35,7 +35,7 @@ def save_model(model, folder: str | os.PathLike, config: ModelConfig, *, overwri
     config.validate()
     targets = [folder / CONFIG_FILENAME, folder / WEIGHTS_FILENAME]
     if not overwrite and any(t.exists() for t in targets):
-        raise SegzooError(f"{folder}: already holds a model; pass overwrite=True to replace it")
+        raise UsageError(f"{folder}: already holds a model; pass overwrite=True to replace it", argument="overwrite")
     folder.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder, prefix=".staging-"))
     try:
@@ -56,11 +56,11 @@ def load_model(folder: str | os.PathLike):
     """(keras_model, ModelConfig) from a model folder; errors name the file at fault."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise SegzooError(f"{folder}: not a model folder (expected {CONFIG_FILENAME} and {WEIGHTS_FILENAME})")
+        raise ModelError(f"{folder}: not a model folder (expected {CONFIG_FILENAME} and {WEIGHTS_FILENAME})")
     config = ModelConfig.load(folder / CONFIG_FILENAME)
     weights = folder / WEIGHTS_FILENAME
     if not weights.is_file():
-        raise SegzooError(f"{weights}: weights file is missing")
+        raise ModelError(f"{weights}: weights file is missing")
     try:
         model = build_from_config(config)
     except (TypeError, ValueError) as err:
@@ -68,7 +68,7 @@ def load_model(folder: str | os.PathLike):
     try:
         model.load_weights(str(weights))
     except Exception as err:  # h5py/keras raise many types for corrupt or mismatched files
-        raise SegzooError(
+        raise ModelError(
             f"{weights}: cannot load weights into {config.architecture!r} "
             f"({type(err).__name__}: {err})") from None
     return model, config

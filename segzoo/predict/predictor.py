@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from segzoo.config import ModelConfig
-from segzoo.errors import SegzooError
+from segzoo.errors import ModelOutputError, SegzooError
 from segzoo.io.images import ImageLike, list_images, read_image
 from segzoo.predict.postprocessing import count_nuclei, no_data_mask, outputs_to_instances
 from segzoo.predict.preprocessing import fill_no_data
+from segzoo.predict.source import ModelSource
 from segzoo.predict.tiling import BatchRunner, predict_probabilities
 
 if TYPE_CHECKING:
@@ -38,10 +39,6 @@ def predict_outputs(run_batch: BatchRunner, rgb: np.ndarray, config: ModelConfig
         outputs = np.array(outputs, dtype=np.float32)  # writable copy (runners may return read-only views)
         outputs[no_data, 0] = 0.0
     return outputs
-
-
-class ModelOutputError(SegzooError):
-    """The network's output does not fit its input: another size, or not exactly one channel."""
 
 
 class CheckedRunner:
@@ -122,13 +119,14 @@ class Predictor:
     """Predict nuclei with one model: a runtime's BatchRunner and the model's config (segzoo.load()
     builds one from a zoo name, an hf:// URI, a model folder or an .onnx file)."""
 
-    def __init__(self, run_batch: BatchRunner, config: ModelConfig, runtime: str = "keras"):
+    def __init__(self, run_batch: BatchRunner, config: ModelConfig, runtime: str = "keras",
+                 source: ModelSource | None = None):
         self.config = config
         self.runtime = runtime
         self.run_batch = run_batch
-        # What segzoo.load() built it from (source string, precision, runtime), so Dask workers
-        # can load the same model themselves; None for a Predictor built by hand.
-        self.source: tuple[str, str, str] | None = None
+        # What segzoo.load() built it from, so Dask workers can load the same model themselves;
+        # None for a Predictor built by hand.
+        self.source = source
 
     @property
     def run_batch(self) -> CheckedRunner:
@@ -169,25 +167,6 @@ class Predictor:
                 raise  # the model, not the image, is at fault: every image would fail the same way
             except SegzooError as err:
                 yield item, err
-
-    def predict_slide(self, slide, out, *, client=None, workers: int | None = None, **options):
-        """Nuclei of a whole slide (a path: .svs .ndpi .mrxs, pyramidal/OME-TIFF, ... or a list of
-        them) into the folder `out`, in chunks at the model's resolution with flat memory; returns
-        the segzoo.slides.planning.SlideSummary (a list for a list). `client` (a dask.distributed
-        Client or 'tcp://host:port') or `workers` (a local cluster of N processes) run the chunks
-        on Dask; options are segzoo.slides.batch.predict_slides's (mpp, chunk_size, halo, tissue,
-        overwrite, restart, keep_chunks, tta, progress). The whole-slide code sits above this
-        package and is imported only here, when called."""
-        from segzoo.slides.batch import predict_slides
-
-        many = isinstance(slide, (list, tuple))
-        if (client is not None or workers is not None) and self.source is None:
-            raise SegzooError("a Predictor built by hand cannot be sent to Dask workers; build it with "
-                              "segzoo.load(...) so each worker can load the same model")
-        model, precision, runtime = self.source or ("", "fp32", self.runtime)
-        summaries = predict_slides(model, list(slide) if many else [slide], out, client=client, workers=workers,
-                                   precision=precision, runtime=runtime, predictor=self, summary=many, **options)
-        return summaries if many else summaries[0]
 
     def __repr__(self) -> str:
         return f"Predictor({self.config.name or self.config.architecture!r}, runtime={self.runtime!r})"

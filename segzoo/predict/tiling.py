@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from segzoo.config import ModelConfig
-from segzoo.errors import SegzooError
+from segzoo.errors import UsageError
 from segzoo.predict.preprocessing import normalize, pad_to_multiple
 
 BatchRunner = Callable[[np.ndarray], np.ndarray]
@@ -79,20 +79,20 @@ def tiling_settings(config: ModelConfig, *, tile_size: int | None = None, overla
     """(tile_size, overlap, batch_size) to use, each from the config's inference section when None.
 
     Valid: tile_size >= 1 pixel, 0 <= overlap < tile_size pixels, batch_size >= 1 tile; anything
-    else (0 included) raises SegzooError naming the valid range. The config's own overlap is
+    else (0 included) raises UsageError naming the valid range. The config's own overlap is
     not checked against an explicit tile_size: predict_probabilities caps it at half a tile.
     """
     inf = config.inference
     if tile_size is not None and (not _is_int(tile_size) or tile_size < 1):
-        raise SegzooError(f"tile_size must be an integer >= 1 pixel (None: the config's "
-                          f"{inf.tile_size}), got {tile_size!r}")
+        raise UsageError(f"tile_size must be an integer >= 1 pixel (None: the config's "
+                         f"{inf.tile_size}), got {tile_size!r}", argument="tile_size")
     tile = inf.tile_size if tile_size is None else int(tile_size)
     if overlap is not None and (not _is_int(overlap) or not 0 <= overlap < tile):
-        raise SegzooError(f"overlap must be an integer in [0, tile_size={tile}) pixels (None: the config's "
-                          f"{inf.overlap}), got {overlap!r}")
+        raise UsageError(f"overlap must be an integer in [0, tile_size={tile}) pixels (None: the config's "
+                         f"{inf.overlap}), got {overlap!r}", argument="overlap")
     if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
-        raise SegzooError(f"batch_size must be an integer >= 1 tile (None: the config's "
-                          f"{inf.batch_size}), got {batch_size!r}")
+        raise UsageError(f"batch_size must be an integer >= 1 tile (None: the config's "
+                         f"{inf.batch_size}), got {batch_size!r}", argument="batch_size")
     return (tile, inf.overlap if overlap is None else int(overlap),
             inf.batch_size if batch_size is None else int(batch_size))
 

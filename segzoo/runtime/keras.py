@@ -1,7 +1,7 @@
 """The Keras runtime: a BatchRunner around a Keras model, and the check that Keras is installed.
 
 The only module of the inference path that imports Keras, and only inside its functions: the
-TensorFlow-free install imports this module freely and gets a clear SegzooError when it asks
+TensorFlow-free install imports this module freely and gets a clear MissingDependencyError when it asks
 for the Keras runtime."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from segzoo.config import ModelConfig
-from segzoo.errors import SegzooError
+from segzoo.errors import MissingDependencyError
 
 
 def keras_runner(model) -> Callable[[np.ndarray], np.ndarray]:
@@ -25,21 +25,21 @@ def keras_runner(model) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def require_keras(what: str) -> None:
-    """Raise a SegzooError naming the extra to install when Keras or its backend is missing.
+    """Raise a MissingDependencyError naming the extra to install when Keras or its backend is missing.
 
     Keras imports its configured backend (KERAS_BACKEND, TensorFlow by default), so the import
     is the check: training on JAX or PyTorch needs no TensorFlow."""
     try:
         import keras  # noqa: F401
     except ImportError as exc:
-        raise SegzooError(f"{what} needs Keras and its backend ({exc}): pip install 'segzoo[keras]' "
-                          "for TensorFlow, or set KERAS_BACKEND=jax/torch with that installed "
-                          "(or use the ONNX runtime, which needs neither)") from None
+        raise MissingDependencyError(f"{what} needs Keras and its backend ({exc}): pip install 'segzoo[keras]' "
+                                     "for TensorFlow, or set KERAS_BACKEND=jax/torch with that installed "
+                                     "(or use the ONNX runtime, which needs neither)") from None
 
 
 def keras_folder_runner(folder: str | os.PathLike) -> tuple[Callable[[np.ndarray], np.ndarray], ModelConfig]:
     """(runner, config) of a Keras model folder (config.json + model.weights.h5, built by
-    segzoo.models); a SegzooError naming the extra when Keras is not installed."""
+    segzoo.models); a MissingDependencyError naming the extra when Keras is not installed."""
     require_keras("the Keras runtime")
     from segzoo.models.folders import load_model
 

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from segzoo.config import ModelConfig
-from segzoo.errors import SegzooError
+from segzoo.errors import ModelError, OnnxModelError
 from segzoo.io.files import atomic_write_bytes
 
 INPUT_NAME = "image"
@@ -22,10 +22,6 @@ OUTPUT_NAME = "probabilities"
 META_CONFIG = "segzoo_config"
 META_VERSION = "segzoo_version"
 META_GRAPH_SHA = "segzoo_graph_sha256"
-
-
-class OnnxModelError(SegzooError):
-    """An ONNX file that is not a segzoo export, or was altered after export."""
 
 
 def graph_sha256(model) -> str:
@@ -46,7 +42,7 @@ def read_segzoo_onnx(path: str | os.PathLike, *, verify: bool = True) -> tuple[b
     try:
         data = path.read_bytes()
     except OSError as err:
-        raise SegzooError(f"{path}: cannot read ONNX file ({err.strerror or err})") from None
+        raise ModelError(f"{path}: cannot read ONNX file ({err.strerror or err})") from None
     try:
         model = onnx.load_model_from_string(data)
     except Exception as err:  # noqa: BLE001 -- protobuf DecodeError and friends

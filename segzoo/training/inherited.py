@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from segzoo.config import CONFIG_FILENAME, ModelConfig
-from segzoo.errors import SegzooError
+from segzoo.errors import UsageError
 from segzoo.provenance import portable_path
 from segzoo.zoo.sources import model_folder
 
@@ -41,8 +41,8 @@ def settings_model(source: str | None) -> ModelConfig | None:
         config.name = chosen_by.get("name") or config.name
         config.provenance = {k: v for k, v in chosen_by.items() if k != "source"}
     if "threshold_selection" not in config.provenance:
-        raise SegzooError(f"--settings-from {source}: its threshold was not chosen on a validation split "
-                          "(no threshold_selection in its provenance)")
+        raise UsageError(f"settings_from {source}: its threshold was not chosen on a validation split "
+                         "(no threshold_selection in its provenance)", argument="settings_from")
     return config
 
 
@@ -71,16 +71,16 @@ def initial_model(init_from: str | None, architecture: str | None, arch_kwargs: 
     else:
         model, config = load_model(folder)
     if architecture and architecture != config.architecture:
-        raise SegzooError(f"--init-from {init_from} is a {config.architecture!r} model, "
-                          f"not {architecture!r}; drop -a or pick a matching model")
+        raise UsageError(f"init_from {init_from} is a {config.architecture!r} model, "
+                         f"not {architecture!r}; drop architecture or pick a matching model", argument="architecture")
     resolved = resolve_kwargs(config.architecture, config.architecture_kwargs)
     clash = {k: v for k, v in arch_kwargs.items() if resolved.get(k) != v and k not in HEAD_KWARGS}
     if clash:
-        raise SegzooError(f"--arch-kwargs {clash} disagree with --init-from {init_from} "
-                          f"({config.architecture_kwargs}); fine-tuning keeps the architecture "
-                          f"(it may only add a head: {', '.join(HEAD_KWARGS)})")
+        raise UsageError(f"arch_kwargs {clash} disagree with init_from {init_from} "
+                         f"({config.architecture_kwargs}); fine-tuning keeps the architecture "
+                         f"(it may only add a head: {', '.join(HEAD_KWARGS)})", argument="arch_kwargs")
     if "instance_maps" in arch_kwargs and config.instance_maps and arch_kwargs["instance_maps"] != config.instance_maps:
-        raise SegzooError(f"--arch-kwargs instance_maps {arch_kwargs['instance_maps']} differ from the "
-                          f"{config.instance_maps} of --init-from {init_from}")
+        raise UsageError(f"arch_kwargs instance_maps {arch_kwargs['instance_maps']} differ from the "
+                         f"{config.instance_maps} of init_from {init_from}", argument="arch_kwargs")
     log.info("initialised from %s (%s)", folder, config.architecture)
     return model, config

@@ -65,20 +65,20 @@ def freeze_trunk(model) -> None:
     """Make only the instance-map head trainable (layers named "instance_*"): every other layer,
     BatchNorm included (a frozen Keras 3 BatchNorm runs in inference mode), keeps its weights,
     so the nucleus probability is the starting model's exactly."""
-    from segzoo.errors import SegzooError
+    from segzoo.errors import UsageError
 
     for layer in model.layers:
         layer.trainable = layer.name.startswith("instance_")
     if not model.trainable_weights:
-        raise SegzooError("--freeze-trunk: the model has no instance-map head; give --arch-kwargs "
-                          "'{\"instance_maps\": [...]}' or an --init-from model with instance maps")
+        raise UsageError("freeze_trunk: the model has no instance-map head; give arch_kwargs "
+                         "{\"instance_maps\": [...]} or an init_from model with instance maps", argument="arch_kwargs")
 
 
 def transfer_weights(source, target) -> None:
     """Copy `source`'s weights into `target` layer by layer (matched by name); every layer of
     `source` with weights must exist in `target` with the same shapes. Layers only `target` has
     (the instance-map head added to a released model) keep their fresh initialisation."""
-    from segzoo.errors import SegzooError
+    from segzoo.errors import ModelError
 
     target_layers = {layer.name: layer for layer in target.layers}
     for layer in source.layers:
@@ -87,8 +87,8 @@ def transfer_weights(source, target) -> None:
             continue
         other = target_layers.get(layer.name)
         if other is None or [w.shape for w in other.get_weights()] != [w.shape for w in weights]:
-            raise SegzooError(f"--init-from: layer {layer.name!r} of the starting model has no counterpart "
-                              "of the same shape in the model being trained")
+            raise ModelError(f"init_from: layer {layer.name!r} of the starting model has no counterpart "
+                             "of the same shape in the model being trained", argument="init_from")
         other.set_weights(weights)
 
 

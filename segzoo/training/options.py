@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from segzoo.errors import SegzooError
+from segzoo.errors import UnknownNameError, UsageError
 from segzoo.training.augment import AugmentConfig
 
 SCHEDULES = ("cosine", "constant")
@@ -58,30 +58,34 @@ class TrainOptions:
     overwrite: bool = False
 
     def check(self) -> TrainOptions:
-        """SegzooError naming the option for settings no run can use; returns self."""
+        """UsageError (UnknownNameError for an unknown name) naming the option for settings no
+        run can use (the `argument` is the field); returns self."""
         if not isinstance(self.arch_kwargs, dict):
-            raise SegzooError("--arch-kwargs must be a JSON object")
+            raise UsageError("arch_kwargs must be a JSON object (a dict)", argument="arch_kwargs")
         if int(self.arch_kwargs.get("num_classes", 1)) != 1:
-            raise SegzooError("MoNuSeg training is binary (nuclei vs background); use num_classes=1")
+            raise UsageError("MoNuSeg training is binary (nuclei vs background); use num_classes=1",
+                             argument="arch_kwargs")
         if not self.architecture and not self.init_from:
-            raise SegzooError("give --architecture (-a) or --init-from")
+            raise UsageError("give architecture or init_from", argument="architecture")
         if self.schedule not in SCHEDULES:
-            raise SegzooError(f"unknown schedule {self.schedule!r}; valid schedules: {', '.join(SCHEDULES)}")
+            raise UnknownNameError(f"unknown schedule {self.schedule!r}; valid schedules: {', '.join(SCHEDULES)}",
+                                   argument="schedule")
         if self.dtype_policy not in DTYPE_POLICIES:
-            raise SegzooError(f"unknown dtype policy {self.dtype_policy!r}; valid: {', '.join(DTYPE_POLICIES)}")
+            raise UnknownNameError(f"unknown dtype policy {self.dtype_policy!r}; valid: {', '.join(DTYPE_POLICIES)}",
+                                   argument="dtype_policy")
         from segzoo.training.losses import LOSSES
 
         if self.loss not in LOSSES:
-            raise SegzooError(f"unknown loss {self.loss!r}; valid losses: {', '.join(LOSSES)}")
+            raise UnknownNameError(f"unknown loss {self.loss!r}; valid losses: {', '.join(LOSSES)}", argument="loss")
         if not self.map_loss_weight > 0:
-            raise SegzooError(f"--map-loss-weight must be > 0, got {self.map_loss_weight}")
+            raise UsageError(f"map_loss_weight must be > 0, got {self.map_loss_weight}", argument="map_loss_weight")
         if self.freeze_trunk and not self.init_from:
-            raise SegzooError("--freeze-trunk trains only the instance-map head of an --init-from model; "
-                              "give --init-from")
+            raise UsageError("freeze_trunk trains only the instance-map head of an init_from model; give init_from",
+                             argument="init_from")
         if self.keep not in KEEP:
-            raise SegzooError(f"unknown --keep {self.keep!r}; valid: {', '.join(KEEP)}")
+            raise UnknownNameError(f"unknown keep {self.keep!r}; valid: {', '.join(KEEP)}", argument="keep")
         if self.resume and self.overwrite:
-            raise SegzooError("--resume and --overwrite exclude each other")
+            raise UsageError("resume and overwrite exclude each other", argument="overwrite")
         return self
 
     def augmentation(self) -> AugmentConfig:

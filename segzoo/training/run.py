@@ -10,7 +10,7 @@ from pathlib import Path
 
 from segzoo.config import CONFIG_FILENAME, WEIGHTS_FILENAME, ModelConfig
 from segzoo.datasets.monuseg import discover_samples
-from segzoo.errors import SegzooError
+from segzoo.errors import RunError, UsageError
 from segzoo.provenance import environment, portable_command, portable_path
 from segzoo.training.inherited import HEAD_KWARGS, initial_model, settings_model, settings_provenance, source_name
 from segzoo.training.options import TrainOptions
@@ -85,7 +85,7 @@ def train(options: TrainOptions, argv: list[str]) -> Path:
     monitor.close()
 
     if not (out / WEIGHTS_FILENAME).is_file():
-        raise SegzooError(f"{out}: training stopped before the first validation; no model written")
+        raise RunError(f"{out}: training stopped before the first validation; no model written")
     if settings is None:
         if not options.freeze_trunk:  # (a frozen trunk keeps its model's probability and threshold)
             choose_threshold(out, val_images, val_masks, options.val_tta)
@@ -104,8 +104,8 @@ def _resume_state(out: Path, options: TrainOptions) -> tuple[dict, dict]:
     # state files from before the policy was recorded: the provenance's (absent = float32)
     trained_with = state.get("dtype_policy") or started.get("dtype_policy", "float32")
     if trained_with != options.dtype_policy:
-        raise SegzooError(f"{out}: the run trains with --dtype-policy {trained_with}; "
-                          f"resume it with that, not {options.dtype_policy}")
+        raise UsageError(f"{out}: the run trains with dtype_policy {trained_with}; "
+                         f"resume it with that, not {options.dtype_policy}", argument="dtype_policy")
     return state, started
 
 

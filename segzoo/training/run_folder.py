@@ -8,7 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
-from segzoo.errors import SegzooError
+from segzoo.errors import UsageError
 
 STATE_FILE = "train_state.json"
 LOG_FILE = "training_log.csv"
@@ -20,15 +20,16 @@ def prepare_run_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
     """Refuse to clobber a non-empty folder unless `resume` (it must hold a run) or `overwrite`
     (it is deleted and made again)."""
     if out.exists() and not out.is_dir():
-        raise SegzooError(f"{out}: exists and is not a folder")
+        raise UsageError(f"{out}: exists and is not a folder", argument="out")
     non_empty = out.is_dir() and any(out.iterdir())
     if resume:
         if not (out / STATE_FILE).is_file():
-            raise SegzooError(f"{out}: nothing to resume (no {STATE_FILE}); drop --resume to start a run")
+            raise UsageError(f"{out}: nothing to resume (no {STATE_FILE}); pass resume=False to start a run",
+                             argument="resume")
         return
     if non_empty and not overwrite:
-        raise SegzooError(f"{out}: run folder is not empty; pass --resume to continue it or "
-                          "--overwrite to replace it")
+        raise UsageError(f"{out}: run folder is not empty; pass overwrite=True to replace it "
+                         "(or resume=True to continue it)", argument="overwrite")
     if non_empty and overwrite:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)

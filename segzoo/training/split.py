@@ -5,27 +5,28 @@ from __future__ import annotations
 import numpy as np
 
 from segzoo.datasets.monuseg import LoadedSample, Sample, load_sample
-from segzoo.errors import SegzooError
+from segzoo.errors import UsageError
 
 
 def split_train_val(samples: list[Sample], val_fraction: float, seed: int,
                     val_stems: list[str] | None = None) -> tuple[list[Sample], list[Sample]]:
     """(train, validation): the samples named by `val_stems` if given, else a seeded random
-    `val_fraction` of them (at least one when the fraction is > 0); SegzooError when no
+    `val_fraction` of them (at least one when the fraction is > 0); UsageError when no
     training sample would be left or a stem is unknown."""
     if val_stems:
         known = {s.stem for s in samples}
         unknown = sorted(set(val_stems) - known)
         if unknown:
-            raise SegzooError(f"--val-stems not found in the data folder: {unknown}")
+            raise UsageError(f"val_stems not found in the data folder: {unknown}", argument="val_stems")
         val = [s for s in samples if s.stem in val_stems]
     else:
         n_val = int(round(len(samples) * val_fraction))
         if val_fraction > 0:
             n_val = max(n_val, 1)
         if n_val >= len(samples):
-            raise SegzooError(
-                f"validation split of {n_val} leaves no training images out of {len(samples)}")
+            raise UsageError(
+                f"validation split of {n_val} leaves no training images out of {len(samples)}",
+                argument="val_fraction")
         order = np.random.default_rng(seed).permutation(len(samples))
         val_idx = set(order[:n_val].tolist())
         val = [s for i, s in enumerate(samples) if i in val_idx]

@@ -6,7 +6,7 @@ Downloads go through huggingface_hub, so HF_ENDPOINT, HF_HOME/HF_HUB_CACHE, HF_T
 HF_HUB_OFFLINE behave as usual and a second load is served from the cache. Only a connection
 error (HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY honoured), offline mode or a 5xx answer counts as
 unreachable; any other error, e.g. a cache folder that cannot be written, is raised as a
-SegzooError naming the path. segzoo.zoo.sources decides what to fetch and when the bundled
+RunError naming the path. segzoo.zoo.sources decides what to fetch and when the bundled
 copy replaces the Hub.
 """
 
@@ -21,17 +21,9 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
-from segzoo.errors import SegzooError
+from segzoo.errors import ChecksumError, RunError
 
 log = logging.getLogger(__name__)
-
-
-class ChecksumError(SegzooError):
-    """A downloaded or bundled file does not match its pinned sha256 (hex digests)."""
-
-    def __init__(self, message: str, *, path: Path | None = None, expected: str = "", actual: str = ""):
-        super().__init__(message)
-        self.path, self.expected, self.actual = path, expected, actual
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -135,18 +127,18 @@ def endpoint_reachable(timeout: float = 3.0) -> bool:
     return _REACHABLE[key]
 
 
-def _cache_error(err: OSError, cache_dir: str | os.PathLike | None) -> SegzooError:
-    """A SegzooError naming the cache path at fault and the problem."""
+def _cache_error(err: OSError, cache_dir: str | os.PathLike | None) -> RunError:
+    """A RunError naming the cache path at fault and the problem."""
     from huggingface_hub import constants
 
     where = err.filename or os.fspath(cache_dir or constants.HF_HUB_CACHE)
-    return SegzooError(f"Hugging Face cache {where}: {err.strerror or err} ({type(err).__name__}); make it "
-                       "writable or point HF_HUB_CACHE (or cache_dir) at a folder you can write")
+    return RunError(f"Hugging Face cache {where}: {err.strerror or err} ({type(err).__name__}); make it "
+                    "writable or point HF_HUB_CACHE (or cache_dir) at a folder you can write", argument="cache_dir")
 
 
 def _hub_download(repo_id: str, filename: str, cache_dir: str | os.PathLike | None, **kwargs) -> Path:
     """hf_hub_download; an OSError that is not about the network (a cache folder that cannot be
-    written or read, a full disk) becomes a SegzooError naming the path."""
+    written or read, a full disk) becomes a RunError naming the path."""
     from huggingface_hub import errors, hf_hub_download
 
     try:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from segzoo.config import ModelConfig
 from segzoo.predict.predictor import Predictor
+from segzoo.predict.source import ModelSource
 from segzoo.runtime.keras import keras_folder_runner
 from segzoo.runtime.onnx import onnx_runner
 from segzoo.runtime.onnx_format import read_segzoo_onnx
@@ -43,13 +44,15 @@ def config_differences(first: ModelConfig, second: ModelConfig) -> list[str]:
 
 
 def onnx_predictor(path: str | os.PathLike, config: ModelConfig | None = None, *,
-                   config_source: str = "the given config") -> Predictor:
+                   config_source: str = "the given config", threads: int | None = None,
+                   source: ModelSource | None = None) -> Predictor:
     """A Predictor running the segzoo ONNX file `path` on onnxruntime.
 
     `config` (a model folder's config.json, named by `config_source` in messages) is the
     model's config when given; the config embedded in the file serves a bare .onnx file.
     Where both exist and differ in a field that changes the output, a WARNING names both
-    and the fields, and `config` wins."""
+    and the fields, and `config` wins. threads: onnxruntime intra-op threads (None: its default);
+    source: the ModelSource recorded on the Predictor."""
     path = Path(path)
     data, embedded = read_segzoo_onnx(path)
     if config is None:
@@ -59,27 +62,29 @@ def onnx_predictor(path: str | os.PathLike, config: ModelConfig | None = None, *
         if differences:
             log.warning("%s and the config embedded in %s disagree (%s); using %s", config_source, path,
                         "; ".join(differences), config_source)
-    return Predictor(onnx_runner(data), config, runtime="onnx")
+    return Predictor(onnx_runner(data, threads=threads), config, runtime="onnx", source=source)
 
 
 def load(source: str | os.PathLike, *, runtime: str = "auto", revision: str | None = None,
-         cache_dir: str | os.PathLike | None = None, precision: str = "fp32") -> Predictor:
+         cache_dir: str | os.PathLike | None = None, precision: str = "fp32",
+         threads: int | None = None) -> Predictor:
     """A Predictor for `source`: a zoo name (see list_models()), 'hf://org/repo[@revision]',
     a local model folder (config.json + model.weights.h5 and/or model.onnx) or an .onnx file.
 
     runtime: 'auto' (onnxruntime when the model has the ONNX file, else Keras), 'keras' or
     'onnx'. precision='int8' runs the model's int8 ONNX file (model.int8.onnx, shipped with the
-    zoo models when its test Dice is within 0.005 of fp32) on onnxruntime: the fastest CPU path."""
+    zoo models when its test Dice is within 0.005 of fp32) on onnxruntime: the fastest CPU path.
+    threads: onnxruntime intra-op threads (None: onnxruntime's default, every core). The Predictor
+    records what it was loaded from (Predictor.source, a ModelSource)."""
     model = resolve(source, runtime=runtime, precision=precision, revision=revision, cache_dir=cache_dir)
-    if model.runtime == "onnx":
-        predictor = onnx_predictor(model.onnx_file, model.config, config_source=model.config_source)
-    else:
-        run, config = keras_folder_runner(model.folder)
-        predictor = Predictor(run, config, runtime="keras")
     text = os.fspath(source)
     if not text.startswith("hf://") and os.path.exists(text):
         text = os.path.abspath(text)  # Dask workers may run in other folders
     if revision and text.startswith("hf://") and "@" not in text:
         text = f"{text}@{revision}"
-    predictor.source = (text, precision, model.runtime)
-    return predictor
+    origin = ModelSource(text, precision, model.runtime)
+    if model.runtime == "onnx":
+        return onnx_predictor(model.onnx_file, model.config, config_source=model.config_source, threads=threads,
+                              source=origin)
+    run, config = keras_folder_runner(model.folder)
+    return Predictor(run, config, runtime="keras", source=origin)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from segzoo.config import CONFIG_FILENAME, ONNX_FILENAMES, WEIGHTS_FILENAME, ModelConfig
-from segzoo.errors import SegzooError
+from segzoo.errors import ModelError
 from segzoo.io.files import atomic_write_text
 from segzoo.runtime.onnx_format import read_segzoo_onnx
 from segzoo.zoo.cards import card_metrics
@@ -37,10 +37,10 @@ def validate_folder(folder: str | Path, *, check_weights: Callable[[Path], objec
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise SegzooError(f"{folder}: not a folder")
+        raise ModelError(f"{folder}: not a folder")
     config = ModelConfig.load(folder / CONFIG_FILENAME)
     if not (folder / WEIGHTS_FILENAME).is_file():
-        raise SegzooError(f"{folder / WEIGHTS_FILENAME}: missing")
+        raise ModelError(f"{folder / WEIGHTS_FILENAME}: missing")
     if check_weights is not None:
         check_weights(folder)
     for filename in ONNX_FILENAMES.values():
@@ -48,15 +48,15 @@ def validate_folder(folder: str | Path, *, check_weights: Callable[[Path], objec
             read_segzoo_onnx(folder / filename)
     card_path = folder / CARD_FILENAME
     if not card_path.is_file():
-        raise SegzooError(f"{card_path}: model card missing")
+        raise ModelError(f"{card_path}: model card missing")
     try:
         card = ModelCard.load(card_path)
     except Exception as err:
-        raise SegzooError(f"{card_path}: card metadata does not parse ({type(err).__name__}: {err})") from None
+        raise ModelError(f"{card_path}: card metadata does not parse ({type(err).__name__}: {err})") from None
     meta = card.data.to_dict()
     for key, value in REQUIRED_CARD_FIELDS.items():
         if meta.get(key) != value:
-            raise SegzooError(f"{card_path}: metadata {key!r} must be {value!r}, found {meta.get(key)!r}")
+            raise ModelError(f"{card_path}: metadata {key!r} must be {value!r}, found {meta.get(key)!r}")
     metrics_path = folder / "metrics.json"
     if metrics_path.is_file():
         metrics = json.loads(metrics_path.read_text())
@@ -66,8 +66,8 @@ def validate_folder(folder: str | Path, *, check_weights: Callable[[Path], objec
         found = card_metrics(card.data)
         for key, value in expected.items():
             if key not in found or abs(found[key] - round(value, 4)) > 1e-9:
-                raise SegzooError(f"{card_path}: model-index {key} = {found.get(key)} but metrics.json says "
-                                  f"{round(value, 4)}; regenerate the card")
+                raise ModelError(f"{card_path}: model-index {key} = {found.get(key)} but metrics.json says "
+                                 f"{round(value, 4)}; regenerate the card")
     if config.name and config.name != folder.name:
         log.warning("%s: config name %r differs from the folder name", folder, config.name)
     return {p.name: sha256_of(p) for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}

@@ -11,7 +11,7 @@ import json
 import re
 from pathlib import Path
 
-from segzoo.errors import SegzooError
+from segzoo.errors import DataError
 from segzoo.zoo.registry import REGISTRY_FILE
 
 
@@ -55,10 +55,10 @@ def zoo_table(root: Path) -> str:
 
 def replace(text: str, key: str, body: str) -> str:
     """`text` with the lines between <!-- key:start --> and <!-- key:end --> set to `body`;
-    SegzooError when the markers are missing."""
+    DataError when the markers are missing."""
     pattern = re.compile(rf"(<!-- {key}:start -->\n).*?(<!-- {key}:end -->)", re.S)
     if not pattern.search(text):
-        raise SegzooError(f"README.md has no <!-- {key}:start --> ... <!-- {key}:end --> markers")
+        raise DataError(f"README.md has no <!-- {key}:start --> ... <!-- {key}:end --> markers")
     return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
 
 

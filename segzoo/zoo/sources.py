@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segzoo.config import CONFIG_FILENAME, ONNX_FILENAMES, WEIGHTS_FILENAME, ModelConfig
-from segzoo.errors import ConfigError, SegzooError
+from segzoo.errors import ChecksumError, ConfigError, ModelError, RunError, SegzooError, UnknownNameError, UsageError
 from segzoo.models.architectures import list_architectures
 from segzoo.zoo import hub, registry
 
@@ -30,15 +30,17 @@ PRECISIONS = tuple(ONNX_FILENAMES)
 
 
 def check_choice(runtime: str, precision: str) -> None:
-    """SegzooError listing the valid values for an unknown runtime or precision, or for int8
-    asked of the Keras runtime."""
+    """UnknownNameError listing the valid values for an unknown runtime or precision, UsageError
+    for int8 asked of the Keras runtime."""
     if runtime not in RUNTIMES:
-        raise SegzooError(f"unknown runtime {runtime!r}; valid runtimes: {', '.join(RUNTIMES)}")
+        raise UnknownNameError(f"unknown runtime {runtime!r}; valid runtimes: {', '.join(RUNTIMES)}",
+                               argument="runtime")
     if precision not in PRECISIONS:
-        raise SegzooError(f"unknown precision {precision!r}; valid precisions: {', '.join(PRECISIONS)}")
+        raise UnknownNameError(f"unknown precision {precision!r}; valid precisions: {', '.join(PRECISIONS)}",
+                               argument="precision")
     if precision == "int8" and runtime not in ("auto", "onnx"):
-        raise SegzooError(f"precision 'int8' runs on onnxruntime, not runtime {runtime!r}; "
-                          "use runtime 'onnx' or 'auto'")
+        raise UsageError(f"precision 'int8' runs on onnxruntime, not runtime {runtime!r}; "
+                         "use runtime 'onnx' or 'auto'", argument="runtime")
 
 
 def choose_runtime(runtime: str, precision: str, has_onnx: bool) -> str:
@@ -83,13 +85,14 @@ def _in_folder(folder: Path, runtime: str, precision: str) -> ResolvedModel:
         filename = ONNX_FILENAMES[precision]
         if not (folder / filename).is_file():
             hint = ("create it with `segzoo export --quantize int8` or use precision 'fp32'" if precision == "int8"
-                    else "create it with `segzoo export` or use --runtime keras")
-            raise SegzooError(f"{folder}: no {filename} for the ONNX runtime; {hint}")
+                    else "create it with `segzoo export` or use runtime 'keras'")
+            raise ModelError(f"{folder}: no {filename} for the ONNX runtime; {hint}",
+                             argument="precision" if precision == "int8" else "runtime")
         return ResolvedModel(folder, "onnx", folder / filename, config, config_source)
     if config is None:
-        raise SegzooError(f"{folder}: no {CONFIG_FILENAME} for the Keras runtime")
+        raise ModelError(f"{folder}: no {CONFIG_FILENAME} for the Keras runtime")
     if not (folder / WEIGHTS_FILENAME).is_file():
-        raise SegzooError(f"{folder}: no {WEIGHTS_FILENAME} for the Keras runtime")
+        raise ModelError(f"{folder}: no {WEIGHTS_FILENAME} for the Keras runtime")
     return ResolvedModel(folder, "keras", None, config, config_source)
 
 
@@ -109,12 +112,12 @@ def _from_hub(uri: str, runtime: str, precision: str, revision: str | None,
     except Exception as err:
         kind = hub.hub_failure(err)
         if kind == "missing":
-            raise SegzooError(f"hf://{repo_id}@{rev or 'main'}: not found or not authorised "
-                              f"({type(err).__name__}); check the repo id, revision and HF_TOKEN") from None
+            raise ModelError(f"hf://{repo_id}@{rev or 'main'}: not found or not authorised "
+                             f"({type(err).__name__}); check the repo id, revision and HF_TOKEN") from None
         if kind == "unreachable":
-            raise SegzooError(f"hf://{repo_id}: the Hub cannot be reached and nothing is cached "
-                              f"({type(err).__name__}); check the network, HF_ENDPOINT or "
-                              "HF_HUB_OFFLINE") from None
+            raise RunError(f"hf://{repo_id}: the Hub cannot be reached and nothing is cached "
+                           f"({type(err).__name__}); check the network, HF_ENDPOINT or "
+                           "HF_HUB_OFFLINE") from None
         raise
     return _in_folder(folder, choice, precision)
 
@@ -132,24 +135,25 @@ def resolve(source: str | os.PathLike, *, runtime: str = "auto", precision: str 
     path = Path(text)
     if path.is_dir():
         if not (path / CONFIG_FILENAME).is_file() and not (path / ONNX_FILENAMES["fp32"]).is_file():
-            raise SegzooError(f"{path}: not a model folder (no {CONFIG_FILENAME} or model.onnx)")
+            raise ModelError(f"{path}: not a model folder (no {CONFIG_FILENAME} or model.onnx)")
         has_onnx = (path / ONNX_FILENAMES[precision]).is_file()
         return _in_folder(path, choose_runtime(runtime, precision, has_onnx), precision)
     if path.suffix == ".onnx" and path.is_file():
         if precision != "fp32":
-            raise SegzooError(f"{path}: an .onnx file runs as it is; to run int8, pass the .int8.onnx "
-                              "file itself (precision applies to zoo names, hf:// URIs and folders)")
+            raise UsageError(f"{path}: an .onnx file runs as it is; to run int8, pass the .int8.onnx "
+                             "file itself (precision applies to zoo names, hf:// URIs and folders)",
+                             argument="precision")
         by_name = {filename: name for name, filename in ONNX_FILENAMES.items()}
         if path.name in by_name:  # a model folder's ONNX file: the folder's config.json applies
             return _in_folder(path.parent, "onnx", by_name[path.name])
         return ResolvedModel(path.parent, "onnx", path, None, str(path))
     if path.exists() or os.sep in text or text.startswith("."):
-        raise SegzooError(f"{text}: not a model folder, an .onnx file, a zoo name or an hf:// URI")
+        raise UsageError(f"{text}: not a model folder, an .onnx file, a zoo name or an hf:// URI")
     entry = registry.get_entry(text)
     choice = choose_runtime(runtime, precision, ONNX_FILENAMES[precision] in entry.files)
     if precision == "int8" and ONNX_FILENAMES["int8"] not in entry.files:
-        raise SegzooError(f"{text}: the zoo has no int8 file for this model (its int8 copy did not keep "
-                          "test Dice within 0.005 of fp32); use precision 'fp32'")
+        raise UsageError(f"{text}: the zoo has no int8 file for this model (its int8 copy did not keep "
+                         "test Dice within 0.005 of fp32); use precision 'fp32'", argument="precision")
     folder = resolve_zoo(text, runtime=choice, revision=revision, cache_dir=cache_dir, precision=precision)
     return _in_folder(folder, choice, precision)
 
@@ -167,10 +171,10 @@ def model_folder(source: str | os.PathLike, *, revision: str | None = None,
 def _bundled_verified(entry: registry.ZooEntry, runtime: str, precision: str = "fp32") -> Path:
     folder = registry.bundled_folder(entry.name)
     if folder is None:
-        raise SegzooError(f"{entry.name}: no bundled copy in this segzoo installation")
+        raise ModelError(f"{entry.name}: no bundled copy in this segzoo installation")
     for filename in entry.required_files(runtime, precision):
         if not (folder / filename).is_file():
-            raise SegzooError(f"{entry.name}: bundled copy lacks {filename}")
+            raise ModelError(f"{entry.name}: bundled copy lacks {filename}")
         hub.verify(folder / filename, entry.files[filename], f"{entry.name} (bundled)")
     return folder
 
@@ -186,12 +190,12 @@ def resolve_zoo(name: str, *, runtime: str = "keras", revision: str | None = Non
     entry = registry.get_entry(name)
     files = entry.required_files(runtime, precision)
     if not files:
-        raise SegzooError(f"{name}: the zoo has no files for runtime {runtime!r}")
+        raise UsageError(f"{name}: the zoo has no files for runtime {runtime!r}", argument="runtime")
     pinned = revision or entry.revision
-    hub_error: hub.ChecksumError | None = None
+    hub_error: ChecksumError | None = None
     try:
         return hub.download_files(entry.repo_id, files, revision=pinned, cache_dir=cache_dir, expected=entry.files)
-    except hub.ChecksumError as err:
+    except ChecksumError as err:
         hub_error = err
         reason = (f"{err.path.name if err.path else 'a file'} from hf://{entry.repo_id}@{pinned or 'main'} "
                   f"failed its sha256 pin (expected {err.expected}, got {err.actual})")
@@ -206,12 +210,12 @@ def resolve_zoo(name: str, *, runtime: str = "keras", revision: str | None = Non
         folder = _bundled_verified(entry, runtime, precision)
     except SegzooError as bundled_error:
         if hub_error is not None:
-            raise hub.ChecksumError(f"{hub_error}; the bundled copy cannot replace it ({bundled_error})",
+            raise ChecksumError(f"{hub_error}; the bundled copy cannot replace it ({bundled_error})",
                                 path=hub_error.path, expected=hub_error.expected,
                                 actual=hub_error.actual) from None
-        if isinstance(bundled_error, hub.ChecksumError):
+        if isinstance(bundled_error, ChecksumError):
             raise
-        raise SegzooError(
+        raise RunError(
             f"{name}: {reason}, and this installation has no bundled copy. Connect to the Hub "
             f"(or set HF_ENDPOINT to a mirror), or download hf://{entry.repo_id} elsewhere and pass "
             "its folder to segzoo.load().") from None
@@ -232,5 +236,5 @@ def parse_hf_uri(source: str) -> tuple[str, str | None]:
     body = source[len("hf://"):]
     repo_id, _, revision = body.partition("@")
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise SegzooError(f"{source!r}: expected hf://org/repo or hf://org/repo@revision")
+        raise UsageError(f"{source!r}: expected hf://org/repo or hf://org/repo@revision")
     return repo_id, revision or None

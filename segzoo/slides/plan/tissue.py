@@ -23,8 +23,8 @@ import math
 
 import numpy as np
 
-from segzoo.slides.base import Slide
-from segzoo.slides.resolution import LEVEL_TOLERANCE, read_scaled
+from segzoo.slides.readers.base import Slide
+from segzoo.slides.readers.resolution import LEVEL_TOLERANCE, read_scaled
 
 THUMBNAIL_MPP = 8.0          # default thumbnail resolution, um/px
 THUMBNAIL_MAX_SIDE = 2048    # and its largest side

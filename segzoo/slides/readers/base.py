@@ -1,4 +1,4 @@
-"""The slide interface every reader implements, and an in-memory slide for plain images.
+"""The slide interface every reader implements, and what readers share (padding, RGBA, checks, mpp views).
 
 A slide is a pyramid of levels; level 0 is the full resolution. `read_region(level, x, y,
 width, height)` takes the region's top-left corner in that level's own pixel coordinates and
@@ -8,7 +8,6 @@ white (255), the colour of glass, so they are background for the network and the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -31,8 +30,7 @@ class Slide(Protocol):
 
 
 class ClosingSlide:
-    """Mixin for file-backed slides that define close(): `with open_slide(path) as slide:` closes
-    the slide on exit."""
+    """Mixin for slides that define close(): `with open_slide(path) as slide:` closes the slide on exit."""
 
     def __enter__(self):
         return self
@@ -42,7 +40,11 @@ class ClosingSlide:
 
 
 def padded_read(array: np.ndarray, x: int, y: int, width: int, height: int) -> np.ndarray:
-    """array[y:y+height, x:x+width] (HxWx3 uint8), white where the window leaves the array."""
+    """array[y:y+height, x:x+width] (HxWx3 uint8), white where the window leaves the array.
+
+    array: HxWx3 (or more channels; the first three are kept) uint8 image.
+    x, y: the window's top-left corner (may be negative).
+    width, height: the window's size."""
     out = np.full((height, width, 3), BACKGROUND, dtype=np.uint8)
     h, w = array.shape[:2]
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + width, w), min(y + height, h)
@@ -62,7 +64,11 @@ def rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
 
 
 def check_region(slide: Slide, level: int, width: int, height: int) -> None:
-    """ValueError unless `level` is one of the slide's levels and the size is non-negative."""
+    """ValueError unless `level` is one of the slide's levels and the size is non-negative.
+
+    slide: the slide whose levels are checked.
+    level: the level asked for.
+    width, height: the region's size asked for."""
     n = len(slide.level_dimensions)
     if not isinstance(level, (int, np.integer)) or not 0 <= level < n:
         raise ValueError(f"{slide.path}: level must be an integer in 0..{n - 1}, got {level!r}")
@@ -70,26 +76,16 @@ def check_region(slide: Slide, level: int, width: int, height: int) -> None:
         raise ValueError(f"region size must be non-negative, got width={width}, height={height}")
 
 
-@dataclass
-class ArraySlide:
-    """A single-level slide held in memory (a plain image, or a test fixture)."""
+class MppView:
+    """A slide seen with another level-0 mpp (reads go to the slide itself)."""
 
-    image: np.ndarray                  # HxWx3 uint8
-    mpp: float | None = None
-    path: Path | None = None
+    def __init__(self, slide: Slide, mpp: float | None):
+        self._slide, self.mpp = slide, mpp
 
-    @property
-    def level_dimensions(self) -> list[tuple[int, int]]:
-        return [(int(self.image.shape[1]), int(self.image.shape[0]))]
+    def __getattr__(self, name):
+        return getattr(self._slide, name)
 
-    @property
-    def level_downsamples(self) -> list[float]:
-        return [1.0]
 
-    def read_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
-        if level != 0:
-            raise ValueError(f"ArraySlide has one level (0), got level {level}")
-        return padded_read(self.image, x, y, width, height)
-
-    def close(self) -> None:
-        pass
+def with_mpp(slide: Slide, mpp: float | None) -> Slide:
+    """`slide` seen with another level-0 mpp (itself when it already has it)."""
+    return slide if slide.mpp == mpp else MppView(slide, mpp)

@@ -1,5 +1,5 @@
-"""Opening whole-slide images as `Slide`s, choosing the pyramid level for a model's resolution,
-and reading regions resampled to it.
+"""Opening a whole-slide image or plain image as a `Slide` with the backend that reads it, and
+telling whole slides (the chunked path) from plain images.
 
 Backends (`open_slide` picks one from the file; `backend=` forces it):
 
@@ -14,10 +14,8 @@ Backends (`open_slide` picks one from the file; `backend=` forces it):
 - Plain images (.png .jpg .jpeg, and a TIFF of one untiled level at most 20000 px a side) are
   read whole with `segzoo.io.images.read_image` into an `ArraySlide`.
 
-The backends are segzoo.slides.openslide_reader and segzoo.slides.tiff_reader; the level
-choice and resampling segzoo.slides.resolution (their public names are importable from here).
-Coordinates are each level's own pixels (see `segzoo.slides.base`); regions outside a level
-are white. Microns per pixel (`Slide.mpp`, level 0) come from the metadata: OpenSlide's
+The backends are segzoo.slides.readers.openslide, .tiff and .array. Coordinates are each
+level's own pixels (see segzoo.slides.readers.base); regions outside a level are white. Microns per pixel (`Slide.mpp`, level 0) come from the metadata: OpenSlide's
 openslide.mpp-x, the Aperio description's `MPP = `, OME-XML PhysicalSizeX (unit converted to um),
 or the TIFF XResolution/ResolutionUnit (cm or inch); `open_slide(..., mpp=)` overrides them.
 """
@@ -28,26 +26,12 @@ import logging
 import os
 from pathlib import Path
 
-from segzoo.errors import DataError
-from segzoo.slides.base import ArraySlide, Slide
-from segzoo.slides.openslide_reader import OpenSlideSlide, import_openslide, openslide_format
-from segzoo.slides.resolution import (
-    LEVEL_TOLERANCE,
-    MPP_RANGE,
-    RESAMPLE_FILTERS,
-    SCALE_SNAP,
-    best_level,
-    check_mpp,
-    level_mpps,
-    read_scaled,
-    working_scale,
-)
-from segzoo.slides.tiff_reader import TiffSlide
-
-__all__ = ["BACKENDS", "LEVEL_TOLERANCE", "MPP_RANGE", "PLAIN_SUFFIXES", "PLAIN_TIFF_MAX_SIDE", "RESAMPLE_FILTERS",
-           "SCALE_SNAP", "SLIDE_SUFFIXES", "OpenSlideSlide", "TiffSlide", "best_level", "is_whole_slide", "level_mpps",
-           "open_slide",
-           "openslide_format", "read_scaled", "working_scale"]
+from segzoo.errors import DataError, UsageError
+from segzoo.slides.readers.array import ArraySlide
+from segzoo.slides.readers.base import Slide
+from segzoo.slides.readers.openslide import OpenSlideSlide, import_openslide, openslide_format
+from segzoo.slides.readers.resolution import check_mpp
+from segzoo.slides.readers.tiff import TiffSlide
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +80,8 @@ def open_slide(path: str | os.PathLike, *, mpp: float | None = None, backend: st
     if mpp is not None:
         mpp = check_mpp(mpp, str(path))
     if backend is not None and backend not in BACKENDS:
-        raise DataError(f"{path}: unknown slide backend {backend!r}; valid: {', '.join(BACKENDS)} (or None: by file)")
+        raise UsageError(f"{path}: unknown slide backend {backend!r}; valid: {', '.join(BACKENDS)} (or None: by file)",
+                         argument="backend")
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     suffix = _suffix(path)

@@ -1,6 +1,6 @@
 """Reading slides through OpenSlide (extra `segzoo[slides]`: openslide-python and the
 openslide-bin wheel): .svs .ndpi .mrxs .scn .svslide .bif .vms .vmu and vendor TIFFs.
-Coordinates: segzoo.slides.base; mpp from openslide.mpp-x.
+Coordinates: segzoo.slides.readers.base; mpp from openslide.mpp-x.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from segzoo.errors import DataError
-from segzoo.slides.base import BACKGROUND, ClosingSlide, check_region, rgba_to_rgb
-from segzoo.slides.resolution import parse_float, plausible_mpp
+from segzoo.slides.readers.base import BACKGROUND, ClosingSlide, check_region, rgba_to_rgb
+from segzoo.slides.readers.resolution import parse_float, plausible_mpp
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,13 @@ def pyramid(image: np.ndarray, levels: int, step: int = 2) -> list[np.ndarray]:
 
 def aperio_description(width: int, height: int, tile: int, mpp: float | None, compression: str | None,
                        extra: str = "") -> str:
-    """An Aperio ImageDescription: 'Aperio Image Library ...' header, then '|key = value' fields
-    (AppMag and MPP when `mpp` is known)."""
+    """An Aperio ImageDescription: 'Aperio Image Library ...' header, then '|key = value' fields.
+
+    width, height: level-0 size in pixels.
+    tile: tile side in pixels.
+    mpp: microns per level-0 pixel (AppMag and MPP fields when known).
+    compression: 'jpeg' or None (the codec named in the header).
+    extra: '|key = value' fields appended."""
     codec = "JPEG/RGB Q=90" if compression == "jpeg" else "RAW/RGB"
     text = f"Aperio Image Library v12.0.15 \r\n{width}x{height} [0,0 {width}x{height}] ({tile}x{tile}) {codec}"
     if mpp is not None:
@@ -50,13 +55,19 @@ def aperio_description(width: int, height: int, tile: int, mpp: float | None, co
 def write_aperio_tiff(path: str | os.PathLike, image: np.ndarray, mpp: float | None = 0.25, levels: int = 3,
                       tile: int = 256, compression: str | None = "jpeg", description_extra: str = "",
                       quality: int = 90, step: int = 2) -> Path:
-    """Write `image` (HxWx3 uint8, level 0) as an Aperio-style pyramidal tiled TIFF; returns the path.
+    """Write `image` as an Aperio-style pyramidal tiled TIFF; returns the path.
 
-    `levels` levels downsampled `step`**k (`pyramid`); `compression` 'jpeg' (quality `quality`) or
-    None (uncompressed, so every level reads back exactly); `mpp` (microns per level-0 pixel) None
-    leaves MPP and AppMag out of the description. BigTIFF when the pixels exceed 3.5 GB. The file
-    is written under a temporary name and renamed, so a crash never leaves a partial slide.
-    """
+    path: the file to write (under a temporary name first, then renamed: a crash never leaves a
+        partial slide).
+    image: HxWx3 uint8, level 0.
+    mpp: microns per level-0 pixel; None leaves MPP and AppMag out of the description.
+    levels: number of levels, level k downsampled step**k (`pyramid`).
+    tile: tile side in pixels.
+    compression: 'jpeg' or None (uncompressed, so every level reads back exactly).
+    description_extra: '|key = value' fields appended to the description.
+    quality: JPEG quality.
+    step: downsampling factor between levels.
+    BigTIFF when the pixels exceed 3.5 GB."""
     import tifffile
 
     path = Path(path)

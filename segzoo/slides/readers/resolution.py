@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from segzoo.errors import DataError
-from segzoo.slides.base import BACKGROUND, Slide
+from segzoo.slides.readers.base import BACKGROUND, Slide
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,11 @@ def check_mpp(mpp: float, what: str) -> float:
 
 
 def plausible_mpp(mpp_x: float | None, mpp_y: float | None, source: str, path: Path) -> float | None:
-    """mpp_x if it is a plausible resolution (warning when mpp_y differs by more than 1%), else None."""
+    """mpp_x if it is a plausible resolution (MPP_RANGE), else None (logged).
+
+    mpp_x, mpp_y: microns per pixel along x and y (a warning when they differ by more than 1%).
+    source: the metadata field they came from, for the log.
+    path: the slide file, for the log."""
     if mpp_x is None or not math.isfinite(mpp_x) or mpp_x <= 0:
         return None
     if not MPP_RANGE[0] <= mpp_x <= MPP_RANGE[1]:
@@ -92,6 +96,13 @@ RESAMPLE_FILTERS = {"bilinear": 1.0, "bicubic": 2.0, "lanczos": 3.0}  # name -> 
 def read_scaled(slide: Slide, level: int, scale: float, x: int, y: int, width: int, height: int,
                 *, resample: str = "bilinear") -> np.ndarray:
     """A `width` x `height` RGB uint8 region in working coordinates: level coordinates x `scale`.
+
+    slide: the slide read.
+    level: the pyramid level read.
+    scale: working pixels per level pixel.
+    x, y: the region's top-left corner in working pixels.
+    width, height: the region's size in working pixels.
+    resample: 'bilinear' (default), 'bicubic' or 'lanczos'.
 
     Pixel-centre convention: working pixel (x + j) has its centre x + j + 0.5 at level coordinate
     (x + j + 0.5) / scale (pixel edges at integers; the region spans level [x / scale,

@@ -2,7 +2,7 @@
 tifffile, decoding only the tiles or strips a region touches (base install).
 
 Microns per pixel: the Aperio description's `MPP = `, OME-XML PhysicalSizeX (unit converted
-to um), or the TIFF XResolution/ResolutionUnit (cm or inch). Coordinates: segzoo.slides.base.
+to um), or the TIFF XResolution/ResolutionUnit (cm or inch). Coordinates: segzoo.slides.readers.base.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from segzoo.errors import DataError
-from segzoo.slides.base import BACKGROUND, ClosingSlide, check_region, rgba_to_rgb
-from segzoo.slides.resolution import parse_float, plausible_mpp
+from segzoo.slides.readers.base import BACKGROUND, ClosingSlide, check_region, rgba_to_rgb
+from segzoo.slides.readers.resolution import parse_float, plausible_mpp
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ and the set is renamed into place only when all of them are complete.
 
 Nucleus ids (GeoJSON `nucleus-<id>`, CSV `label`) are 1..N in chunk order (row-major), then
 in each chunk's own order, so they are the same in every run of the same job. Coordinates are
-level-0 pixels with pixel centres at integers (see segzoo.slides.chunks).
+level-0 pixels with pixel centres at integers (see segzoo.slides.results.chunk_result).
 """
 
 from __future__ import annotations
@@ -22,18 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from segzoo.slides.chunks import COLUMNS, ChunkResult
+from segzoo.slides.plan.targets import COLUMNS
+from segzoo.slides.results.chunk_result import ChunkResult
 
-SUFFIXES = {"geojson": ".geojson", "csv": "_nuclei.csv", "thumbnail": "_thumbnail.png", "tissue": "_tissue.png"}
 THUMBNAIL_MAX_SIDE = 4096
 OUTLINE_COLOUR = (255, 255, 0)
 CLASSIFICATION = {"name": "Nucleus", "color": [255, 200, 0]}
-
-
-def output_paths(folder: Path, stem: str, *, tissue: bool = True) -> dict[str, Path]:
-    """The output files of one slide: key -> path (no 'tissue' when no tissue mask is used)."""
-    return {key: Path(folder) / f"{stem}{suffix}" for key, suffix in SUFFIXES.items()
-            if key != "tissue" or tissue}
 
 
 def _software() -> str:
@@ -121,14 +115,16 @@ class _Temporaries:
 def write_outputs(targets: dict[str, Path], results: Iterable[ChunkResult], thumbnail: np.ndarray,
                   thumbnail_downsample: float, tissue: np.ndarray | None = None,
                   columns: tuple[str, ...] = COLUMNS) -> int:
-    """Stream chunk results (in chunk order) into the output files `targets` (output_paths);
-    returns the number of nuclei written.
+    """Stream chunk results into the output files; returns the number of nuclei written.
 
-    `thumbnail` (HxWx3 uint8, `thumbnail_downsample` level-0 pixels per pixel) gets the
-    outlines; `tissue` (bool) is written when `targets` has 'tissue'; `columns` are the
-    measurement columns every result holds (COLUMNS, less area_um2 when the resolution is
-    unknown), in CSV order after `label`. All files are complete
-    in temporary files before any is renamed into place; on an error none is."""
+    targets: key -> path (segzoo.slides.plan.targets.output_paths).
+    results: ChunkResults in chunk order.
+    thumbnail: HxWx3 uint8; gets the outlines.
+    thumbnail_downsample: level-0 pixels per thumbnail pixel.
+    tissue: bool mask, written when `targets` has 'tissue'.
+    columns: the measurement columns every result holds (COLUMNS, less area_um2 when the
+        resolution is unknown), in CSV order after `label`.
+    All files are complete in temporary files before any is renamed into place; on an error none is."""
     from PIL import Image, ImageDraw
 
     temps = _Temporaries(targets)

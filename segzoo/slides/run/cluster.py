@@ -1,46 +1,45 @@
-"""Whole-slide prediction on a dask.distributed cluster, the client side: every chunk of every
-slide is a task (segzoo.slides.worker.chunk_task).
+"""The Dask executor: whole-slide prediction on a dask.distributed cluster, the client side;
+every chunk of every slide is a task (segzoo.slides.run.worker.chunk_task).
 
-Called through segzoo.slides.batch.predict_slides(..., client= | workers=); with
-segzoo.slides.worker the only modules of segzoo that import dask and distributed (the extra
+Made by segzoo.slides.run.orchestrator.dask_executor(client= | workers=); with
+segzoo.slides.run.worker the only modules of segzoo that import dask and distributed (the extra
 `segzoo[dask]`).
 
-The client plans each slide (segzoo.slides.pipeline.prepare_slide: resolution, tissue mask,
-chunk plan, work folder and resume check) and submits one task per pending chunk, the chunks
+The client plans each slide (SlideRun.plan) and submits one task per pending chunk, the chunks
 of many slides together so the cluster stays busy, keeping about TASKS_PER_THREAD tasks per
 worker thread in flight (slides are planned as the cluster needs work). A task carries the
-model *source* string, the slide's path, its Grid and Chunk; the worker loads the model once
-per process, runs the chunk and saves its ChunkResult to the slide's work folder, returning
-only the nucleus count. When all chunks of a slide are done, a client thread streams the
-chunk files into the outputs (finish_slide), so neither the client nor a worker holds a
-slide's nuclei at once, and the outputs are byte-identical to a single-process run.
+model's ModelSource, the slide's path, its Grid and Chunk; the worker loads the model once per
+process, runs the chunk and saves its ChunkResult to the slide's work folder, returning only the
+nucleus count. When all chunks of a slide are done, a client thread writes the outputs from the
+chunk files (SlideRun.finish), so neither the client nor a worker holds a slide's nuclei at once,
+and the outputs are byte-identical to a local run.
 
 Shared file system: the slides, the out folder and a model given as a folder must be visible
 to the client and every worker at the same absolute paths (the client checks that each chunk
-file a worker reports is there). Faults: a task that raises is retried (`retries`); a killed
-worker's tasks are rescheduled by dask on the others; chunk files are written atomically and
-idempotently, so a chunk computed twice is harmless; an interrupted client leaves the finished
-chunks, and the same call resumes from them.
+file a worker reports is there). Faults: a task that raises is retried (options.retries); a
+killed worker's tasks are rescheduled by dask on the others; chunk files are written atomically
+and idempotently, so a chunk computed twice is harmless; an interrupted client leaves the
+finished chunks, and the same call resumes from them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import distributed
 
-from segzoo.errors import DataError, SegzooError
-from segzoo.slides.batch import RunProgress, failure_message
-from segzoo.slides.chunks import Chunk
-from segzoo.slides.pipeline import FailedChunk, SlideJob, failed_chunk, finish_slide, prepare_slide
-from segzoo.slides.worker import ChunkOutcome, ModelKey, chunk_task, peak_rss
+from segzoo.errors import RunError, UsageError
+from segzoo.slides.plan.chunks import Chunk
+from segzoo.slides.results.summary import failure_message
+from segzoo.slides.run.orchestrator import SlideRun, SlideState
+from segzoo.slides.run.worker import ChunkOutcome, chunk_task, peak_rss
 
 log = logging.getLogger(__name__)
 
@@ -76,80 +75,69 @@ def _connect(client, workers: int | None) -> Iterator[distributed.Client]:
         try:
             own = distributed.Client(client, timeout="30s")
         except (OSError, TimeoutError) as err:
-            raise SegzooError(f"cannot connect to the dask scheduler at {client} ({err})") from None
+            raise RunError(f"cannot connect to the dask scheduler at {client} ({err})") from None
         with own:
             yield own
     else:
         yield client
 
 
-@dataclass
-class _Slide:
-    """A slide in progress on the cluster."""
+class DaskExecutor:
+    """Runs a SlideRun's chunks as tasks on a cluster: `client` (a distributed.Client or a scheduler
+    address) or `workers` (a LocalCluster of that many processes, started for the run)."""
 
-    index: int
-    path: Path
-    job: SlideJob
-    start: float
-    remaining: int
-    resumed: int
-    failed: list[FailedChunk] = field(default_factory=list)
-    futures: set = field(default_factory=set)
-    error: str | None = None
+    def __init__(self, client=None, workers: int | None = None):
+        self.client, self.workers = client, workers
 
-
-def predict_on_cluster(predictor, model: ModelKey, files: list[Path], out: Path, options: dict, results: list,
-                       *, client=None, workers: int | None = None, keep_chunks: bool = False, progress: bool = True,
-                       on_chunk=None, retries: int = 2) -> None:
-    """Predict `files` on a cluster, filling results[i] with the SlideSummary of files[i]
-    (see the module docstring and segzoo.slides.batch.predict_slides for the arguments)."""
-    with _connect(client, workers) as connected:
-        log.info("dask cluster: %s, %d worker threads", connected.scheduler.address,
-                 sum(connected.nthreads().values()))
-        _Run(connected, predictor, model, files, out, options, results, keep_chunks, progress, on_chunk, retries).run()
+    def execute(self, run: SlideRun) -> None:
+        model = run.predictor.source
+        if model is None:
+            raise UsageError("a Predictor built by hand cannot be sent to Dask workers; build it with "
+                             "segzoo.load(...) so each worker can load the same model", argument="model")
+        in_memory = [item.label for item in run.inputs if item.path is None
+                     or not isinstance(item.slide, (str, os.PathLike))]
+        if in_memory:
+            raise UsageError(f"{in_memory[0]}: an open slide cannot be sent to Dask workers; give its file path",
+                             argument="slides")
+        with _connect(self.client, self.workers) as connected:
+            log.info("dask cluster: %s, %d worker threads", connected.scheduler.address,
+                     sum(connected.nthreads().values()))
+            _ClusterRun(connected, run).run()
 
 
-class _Run:
-    def __init__(self, client, predictor, model: ModelKey, files, out, options, results, keep_chunks, progress,
-                 on_chunk, retries):
-        self.client, self.predictor, self.model = client, predictor, model
-        self.files, self.out, self.options, self.results = files, out, options, results
-        self.keep_chunks, self.on_chunk, self.retries = keep_chunks, on_chunk, retries
+class _ClusterRun:
+    """One SlideRun on a connected cluster: plans slides as the cluster needs work, submits their
+    chunks, reports results, and writes each slide's outputs in a finisher thread."""
+
+    def __init__(self, client: distributed.Client, run: SlideRun):
+        self.client, self.run_ = client, run
+        self.model = run.predictor.source
+        self.fingerprint = None
         self.token = uuid.uuid4().hex[:10]
-        self.bar = RunProgress(len(files), progress)
         self.finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segzoo-finish")
         self.finishing: list = []
-        self.in_flight: dict = {}  # dask Future -> (_Slide, Chunk)
+        self.in_flight: dict = {}  # dask Future -> (SlideState, Chunk)
+        self.futures: dict[int, set] = {}  # slide index -> its futures in flight
         self.window, self.window_at = MIN_IN_FLIGHT, -NTHREADS_REFRESH_S
         self.host_threads: dict[str, int] = {}
 
-    # -- planning ---------------------------------------------------------------------------------
-
-    def _plan(self, index: int, path: Path) -> _Slide | None:
-        from segzoo.slides.reader import open_slide
-
+    def _plan(self, index: int) -> SlideState | None:
+        run = self.run_
         start = time.perf_counter()
-        job = None
         try:
-            slide = open_slide(path, mpp=self.options["mpp"])
-            try:
-                job = prepare_slide(self.predictor, slide, self.out, **self.options)
-            finally:
-                slide.close()
+            with run.opened(index) as slide:
+                state = run.plan(index, slide, start)
         except Exception as err:  # noqa: BLE001 - one slide's failure is reported, the others go on
-            self._fail(index, path, job, err, start)
+            run.fail(index, None, err, start)
             return None
-        pending = job.pending()
-        state = _Slide(index, path, job, start, len(pending), len(job.chunks) - len(pending))
-        if state.resumed:
-            log.info("%s: resuming, %d of %d chunks already done", job.slide_name, state.resumed, len(job.chunks))
-        self.bar.planned(job)
+        if state is not None:
+            self.futures[index] = set()
         return state
 
-    def _work(self) -> Iterator[tuple[_Slide, Chunk]]:
+    def _work(self) -> Iterator[tuple[SlideState, Chunk]]:
         """(slide, chunk) pairs to submit, planning each slide when its turn comes."""
-        for index, path in enumerate(self.files):
-            state = self._plan(index, path)
+        for index in range(len(self.run_.inputs)):
+            state = self._plan(index)
             if state is None:
                 continue
             if state.remaining == 0:
@@ -182,19 +170,16 @@ class _Run:
             job = state.job
             future = self.client.submit(
                 chunk_task, self.model, job.manifest["model"]["fingerprint"], self.host_threads,
-                str(Path(job.source).resolve()),
-                job.grid, chunk, job.tta, str(job.chunk_path(chunk)),
-                key=f"segzoo-chunk-{self.token}-{state.index}-{chunk.row}-{chunk.col}", retries=self.retries,
-                priority=-state.index, pure=False)
+                str(Path(job.source).resolve()), job.grid, chunk, job.tta, str(job.chunk_path(chunk)),
+                key=f"segzoo-chunk-{self.token}-{state.index}-{chunk.row}-{chunk.col}",
+                retries=self.run_.options.retries, priority=-state.index, pure=False)
             self.in_flight[future] = (state, chunk)
-            state.futures.add(future)
+            self.futures[state.index].add(future)
             pending.add(future)
-
-    # -- results ----------------------------------------------------------------------------------
 
     def _done(self, future) -> None:
         state, chunk = self.in_flight.pop(future)
-        state.futures.discard(future)
+        self.futures[state.index].discard(future)
         if state.error is not None or future.status == "cancelled":
             return
         if future.status == "error":
@@ -204,51 +189,30 @@ class _Run:
         outcome: ChunkOutcome = future.result()
         future.release()
         job = state.job
-        if outcome.error is not None:
-            state.failed.append(failed_chunk(job, chunk, DataError(outcome.error)))
-        elif not job.chunk_path(chunk).exists():
+        if outcome.error is None and not job.chunk_path(chunk).exists():
             self._error(state, f"worker {outcome.worker} wrote {job.chunk_path(chunk)}, which is not visible here: "
                                "the out folder must be on a file system shared by the client and every worker")
             return
-        state.remaining -= 1
-        self.bar.chunk(chunk, outcome.nuclei)
-        if self.on_chunk is not None:
-            self.on_chunk(job.slide_name, chunk, outcome.nuclei)
+        self.run_.chunk_done(state, chunk, outcome.nuclei, outcome.error)
         if state.remaining == 0:
             self._finish(state)
 
-    def _error(self, state: _Slide, message: str) -> None:
+    def _error(self, state: SlideState, message: str) -> None:
         state.error = message
-        if state.futures:
-            self.client.cancel(list(state.futures))
-        self._fail(state.index, state.path, state.job, SegzooError(message), state.start)
+        if self.futures[state.index]:
+            self.client.cancel(list(self.futures[state.index]))
+        self.run_.fail(state.index, state.job, RunError(message), state.start)
 
-    def _fail(self, index: int, path: Path, job: SlideJob | None, err: BaseException, start: float) -> None:
-        from segzoo.slides.batch import _failed
-
-        self.results[index] = _failed(path, job, err, time.perf_counter() - start)
-        self.bar.slide()
-
-    def _finish(self, state: _Slide) -> None:
+    def _finish(self, state: SlideState) -> None:
         self.finishing.append(self.finisher.submit(self._write, state))
 
-    def _write(self, state: _Slide) -> None:
+    def _write(self, state: SlideState) -> None:
         """Write a slide's outputs from its chunk files (in the finisher thread)."""
-        from segzoo.slides.reader import open_slide
-
-        job = state.job
         try:
-            slide = open_slide(state.path, mpp=self.options["mpp"])
-            try:
-                self.results[state.index] = finish_slide(
-                    job, slide, state.failed, keep_chunks=self.keep_chunks, chunks_resumed=state.resumed,
-                    seconds=time.perf_counter() - state.start)
-            finally:
-                slide.close()
+            with self.run_.opened(state.index) as slide:
+                self.run_.finish(state, slide)
         except Exception as err:  # noqa: BLE001 - one slide's failure is reported, the others go on
-            self._fail(state.index, state.path, job, err, state.start)
-            return
-        self.bar.slide()
+            self.run_.fail(state.index, state.job, err, state.start)
 
     def run(self) -> None:
         pending = distributed.as_completed()
@@ -266,4 +230,3 @@ class _Run:
             raise
         finally:
             self.finisher.shutdown(wait=True, cancel_futures=True)
-            self.bar.close()

@@ -1,12 +1,10 @@
 """Keep a long slide job's memory flat: large arrays go back to the system when freed.
 
 glibc's malloc serves allocations below its mmap threshold from per-thread heaps (arenas), and
-raises that threshold up to 32 MB after large blocks are freed. A slide job's chunk-sized
-arrays (images, probabilities, labels, distance maps of 7-28 MB for 1536 px chunks) then stay
-in three threads' heaps, fragmented. Pinning the threshold at 1 MB (allocations of 1 MB and more
-are mmapped and returned on free) lowered unet int8's peak RSS on the benchmark's 20000 px slide
-with 1536 px chunks from 2104 to 1992 MB over the whole job, and from 1.4 to 0.9 GB over its
-first 100 seconds.
+raises that threshold up to 32 MB after large blocks are freed, so a slide job's chunk-sized
+arrays (images, probabilities, labels, distance maps) would stay in its threads' heaps,
+fragmented. Pinning the threshold at 1 MB maps such blocks and returns them on free (the
+effect on peak RSS is measured in README, "Whole slides").
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
-"""The worker side of slides on a dask.distributed cluster (segzoo.slides.distributed): the
+"""The worker side of slides on a dask.distributed cluster (segzoo.slides.run.cluster): the
 chunk task, and the model and open slides each worker process keeps between tasks.
 
-A task (chunk_task) carries plain data: the model *source* (a zoo name, hf:// URI or folder
-path, with precision and runtime: a ModelKey), the slide's path, its Grid and Chunk, and the
-chunk file's path. The worker loads the model on its first task and keeps it (worker_predictor:
-one per ModelKey and thread count, checked against the client's model fingerprint), keeps the
-last OPEN_SLIDES slides it read open, runs segzoo.slides.chunks.run_chunk and saves the
-ChunkResult atomically; it returns a ChunkOutcome (the nucleus count, or the unreadable
-region's error). distributed is imported only when running inside a worker.
+A task (chunk_task) carries plain data: the model's ModelSource (a zoo name, hf:// URI or folder
+path, with precision and runtime), the slide's path, its Grid and Chunk, and the chunk file's
+path. The worker loads the model on its first task and keeps it (worker_predictor: one per
+ModelSource and thread count, checked against the client's model fingerprint), keeps the last
+OPEN_SLIDES slides it read open, runs the chunk (run_chunk) and saves the ChunkResult
+atomically; it returns a ChunkOutcome (the nucleus count, or the unreadable region's error).
+distributed is imported only when running inside a worker.
 """
 
 from __future__ import annotations
@@ -20,15 +20,25 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from segzoo.errors import DataError, SegzooError
-from segzoo.slides.chunks import Chunk, Grid, run_chunk
-from segzoo.slides.memory import return_large_allocations
+from segzoo.errors import DataError, RunError
+from segzoo.predict.predictor import Predictor
+from segzoo.predict.source import ModelSource
+from segzoo.slides.plan.chunks import Chunk
+from segzoo.slides.plan.grid import Grid
+from segzoo.slides.plan.manifest import fingerprints_differ, model_fingerprint
+from segzoo.slides.readers.base import Slide
+from segzoo.slides.readers.factory import open_slide
+from segzoo.slides.results.chunk_result import ChunkResult
+from segzoo.slides.run.chunk_inference import chunk_nuclei, predict_chunk
+from segzoo.slides.run.chunk_reading import read_chunk
+from segzoo.slides.run.memory import return_large_allocations
+from segzoo.zoo.loading import load
 
 log = logging.getLogger(__name__)
 
-ModelKey = tuple[str, str, str]  # (source, precision, runtime): what a worker passes to segzoo.load
 OPEN_SLIDES = 4  # slides kept open per worker process
 
 
@@ -43,7 +53,7 @@ class ChunkOutcome:
     worker: str
 
 
-_models: dict[tuple[ModelKey, int | None], tuple[object, list[float]]] = {}
+_models: dict[tuple[ModelSource, int | None], tuple[Predictor, list[float]]] = {}
 _models_lock = threading.Lock()
 
 
@@ -69,56 +79,26 @@ def onnx_threads(host_threads: dict[str, int] | None) -> int | None:
     return max(1, CPU_COUNT // max(host_threads[address], 1))
 
 
-def _set_onnx_threads(predictor, threads: int) -> None:
-    """Rebuild an onnxruntime predictor's session with `threads` intra-op threads (the same
-    model bytes and options); other runtimes are left as they are."""
-    session = getattr(predictor.run_batch, "session", None)
-    data = getattr(session, "_model_bytes", None)  # onnxruntime keeps the bytes a session was built from
-    if predictor.runtime != "onnx" or not isinstance(data, bytes):
-        log.debug("%r: cannot set its onnxruntime threads; using its own", predictor)
-        return
-    import numpy as np
-    import onnxruntime as ort
-
-    options = session.get_session_options()
-    options.intra_op_num_threads = threads
-    rebuilt = ort.InferenceSession(data, sess_options=options, providers=session.get_providers())
-    input_name, output_name = rebuilt.get_inputs()[0].name, rebuilt.get_outputs()[0].name
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        return rebuilt.run([output_name], {input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
-
-    run.session = rebuilt  # type: ignore[attr-defined]
-    predictor.run_batch = run
-
-
-def worker_predictor(model: ModelKey, fingerprint: list[float] | None = None,
-                     host_threads: dict[str, int] | None = None):
-    """This process's Predictor for `model`, loaded on first use and kept (one per key), its
-    onnxruntime sessions with onnx_threads(host_threads) threads. SegzooError when its outputs
-    differ from `fingerprint` (the client's model_fingerprint): the worker sees other model
-    files than the client."""
-    from segzoo.slides.manifest import fingerprints_differ, model_fingerprint
-
+def worker_predictor(model: ModelSource, fingerprint: list[float] | None = None,
+                     host_threads: dict[str, int] | None = None) -> Predictor:
+    """This process's Predictor for `model`, loaded on first use and kept (one per source and
+    thread count), its onnxruntime session with onnx_threads(host_threads) threads. RunError when
+    its outputs differ from `fingerprint` (the client's model_fingerprint): the worker sees other
+    model files than the client."""
     threads = onnx_threads(host_threads)
     with _models_lock:
         entry = _models.get((model, threads))
         if entry is None:
-            import segzoo
-
-            source, precision, runtime = model
             start = time.perf_counter()
             return_large_allocations()  # this worker process runs chunks for as long as it lives
-            predictor = segzoo.load(source, precision=precision, runtime=runtime)
-            if threads is not None:
-                _set_onnx_threads(predictor, threads)
+            predictor = load(model.source, precision=model.precision, runtime=model.runtime, threads=threads)
             entry = _models[model, threads] = (predictor, model_fingerprint(predictor))
-            log.info("worker %s loaded %s (%s, %s) in %.1f s", _worker_address(), source, precision, runtime,
-                     time.perf_counter() - start)
+            log.info("worker %s loaded %s (%s, %s) in %.1f s", _worker_address(), model.source, model.precision,
+                     model.runtime, time.perf_counter() - start)
     predictor, own = entry
     if fingerprint is not None and fingerprints_differ(own, fingerprint):
-        raise SegzooError(f"worker {_worker_address()}: the model {model[0]!r} ({model[1]}, {model[2]}) loaded there "
-                          "gives other outputs than the client's; every worker must load the same model files")
+        raise RunError(f"worker {_worker_address()}: the model {model.source!r} ({model.precision}, {model.runtime}) "
+                       "loaded there gives other outputs than the client's; every worker must load the same model files")
     return predictor
 
 
@@ -132,9 +112,7 @@ class _OpenSlides:
         self.slides: OrderedDict[str, list] = OrderedDict()  # path -> [slide, tasks using it]
 
     @contextlib.contextmanager
-    def use(self, path: str):
-        from segzoo.slides.reader import open_slide
-
+    def use(self, path: str) -> Iterator[Slide]:
         with self.lock:
             entry = self.slides.get(path)
             if entry is None:
@@ -153,12 +131,29 @@ class _OpenSlides:
 _open_slides = _OpenSlides()
 
 
-def chunk_task(model: ModelKey, fingerprint: list[float] | None, host_threads: dict[str, int] | None, source: str,
+def run_chunk(predictor: Predictor, slide: Slide, grid: Grid, chunk: Chunk, *, tta: bool = False) -> ChunkResult:
+    """Read, predict and measure one chunk: read_chunk -> predict_chunk -> chunk_nuclei.
+
+    predictor: the model; slide: the open slide; grid, chunk: where the chunk lies; tta: test-time
+    augmentation. A function of its explicit inputs and the predictor (its run_batch and config) only, so any
+    process can compute any chunk; DataError from the read (a corrupt region) propagates for the
+    caller to record."""
+    image = read_chunk(slide, grid, chunk)
+    outputs = predict_chunk(predictor, image, tta=tta)
+    return chunk_nuclei(image, outputs, chunk, grid, predictor.config)
+
+
+def chunk_task(model: ModelSource, fingerprint: list[float] | None, host_threads: dict[str, int] | None, source: str,
                grid: Grid, chunk: Chunk, tta: bool, path: str) -> ChunkOutcome:
-    """Run one chunk on this worker and save its ChunkResult to `path` (atomic); returns a
-    ChunkOutcome. A region that cannot be read (DataError from the read) is returned as the
-    outcome's error; anything else raises (the task fails and is retried). model,
-    fingerprint, host_threads: see worker_predictor."""
+    """Run one chunk on this worker and save its ChunkResult to `path` (atomic); returns a ChunkOutcome.
+
+    model, fingerprint, host_threads: see worker_predictor.
+    source: the slide file's absolute path.
+    grid, chunk: where the chunk lies (the client's plan).
+    tta: test-time augmentation.
+    path: the chunk file to write.
+    A region that cannot be read (DataError from the read) is returned as the outcome's error;
+    anything else raises (the task fails and is retried)."""
     start = time.perf_counter()
     predictor = worker_predictor(model, fingerprint, host_threads)
     with _open_slides.use(source) as slide:
