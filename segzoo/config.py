@@ -56,9 +56,17 @@ INSTANCE_MAPS = {
                 "where it dips)",
     "boundary": "1 on nucleus outlines (2 pixels thick where two nuclei touch: both sides of the "
                 "contact), 0 elsewhere (nuclei separate along it)",
+    "horizontal": "HoVer-Net's horizontal map: (x - the nucleus centroid's x) / the largest |x - centroid x| "
+                  "in that nucleus, in [-1, 1], stored as (h + 1) / 2 in [0, 1] (0.5 outside nuclei); its "
+                  "sign flips from + to - where two nuclei touch side by side",
+    "vertical": "HoVer-Net's vertical map: the same along y (nuclei touching one above the other)",
 }
 """The learned instance maps an architecture can predict beside the nucleus probability
 (architecture_kwargs.instance_maps lists them in output-channel order, after channel 0)."""
+
+INSTANCE_DECODINGS = {"distance": ("distance",), "boundary": ("boundary",), "hv": ("horizontal", "vertical")}
+"""postprocessing.instance_map values -> the maps each decodes from (segzoo.predict.postprocessing.
+split_outputs turns them into one centre score): 'hv' needs both HoVer-Net maps."""
 
 
 @dataclass
@@ -68,9 +76,10 @@ class Postprocessing:
     Instances are connected components split by a watershed. Without `instance_map` (models
     released before the learned maps) the watershed runs on the distance transform of the mask,
     with one marker per local maximum at least `watershed_min_distance` pixels apart. With
-    `instance_map` (one of the model's architecture_kwargs.instance_maps) it runs on that
-    learned map turned into a centre score (distance: the map; boundary: 1 - the map), with one
-    marker per connected region where the score is >= `marker_threshold`. Objects smaller than
+    `instance_map` (a decoding of INSTANCE_DECODINGS whose maps the model predicts) it runs on
+    the learned maps turned into a centre score (distance: the map; boundary: 1 - the map; hv:
+    1 - the steepest HoVer-Net gradient, clipped to [0, 1]), with one marker per connected region
+    where the score is >= `marker_threshold`. Objects smaller than
     `min_object_size` pixels are removed and holes smaller than `fill_holes_size` are filled.
     """
 
@@ -87,9 +96,9 @@ class Postprocessing:
             raise ConfigError(f"postprocessing.threshold must be in (0, 1), got {self.threshold}")
         if not 0.0 < self.marker_threshold < 1.0:
             raise ConfigError(f"postprocessing.marker_threshold must be in (0, 1), got {self.marker_threshold}")
-        if self.instance_map is not None and self.instance_map not in INSTANCE_MAPS:
+        if self.instance_map is not None and self.instance_map not in INSTANCE_DECODINGS:
             raise ConfigError(f"postprocessing.instance_map {self.instance_map!r} is not one of "
-                              f"{', '.join(INSTANCE_MAPS)} (or null)")
+                              f"{', '.join(INSTANCE_DECODINGS)} (or null)")
         for name in ("min_object_size", "fill_holes_size", "watershed_min_distance"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"postprocessing.{name} must be >= 0, got {getattr(self, name)}")
@@ -142,7 +151,7 @@ class ModelConfig:
     name: str | None = None
     schema_version: int = SCHEMA_VERSION
 
-    def validate(self) -> "ModelConfig":
+    def validate(self) -> ModelConfig:
         if not isinstance(self.architecture, str) or not self.architecture:
             raise ConfigError("architecture must be a non-empty string")
         if not isinstance(self.architecture_kwargs, dict):
@@ -157,8 +166,9 @@ class ModelConfig:
             raise ConfigError(f"architecture_kwargs.instance_maps must be a list of distinct names from "
                               f"{', '.join(INSTANCE_MAPS)}, got {maps!r}")
         used = self.postprocessing.instance_map
-        if used is not None and used not in maps:
-            raise ConfigError(f"postprocessing.instance_map {used!r} is not a map this model predicts "
+        if used is not None and not set(INSTANCE_DECODINGS[used]) <= set(maps):
+            raise ConfigError(f"postprocessing.instance_map {used!r} decodes the maps "
+                              f"{list(INSTANCE_DECODINGS[used])}, which this model does not all predict "
                               f"(architecture_kwargs.instance_maps: {maps})")
         if self.schema_version != SCHEMA_VERSION:
             raise ConfigError(
@@ -180,16 +190,22 @@ class ModelConfig:
         """Channels of the network output: the nucleus probability, then the instance maps."""
         return 1 + len(self.instance_maps)
 
-    def instance_channel(self) -> int | None:
-        """The output channel of postprocessing.instance_map (None: the distance-transform watershed)."""
+    def instance_channels(self) -> tuple[int, ...]:
+        """The output channels postprocessing.instance_map decodes, in INSTANCE_DECODINGS' order
+        (empty: the distance-transform watershed)."""
         used = self.postprocessing.instance_map
-        return None if used is None else 1 + self.instance_maps.index(used)
+        return () if used is None else tuple(1 + self.instance_maps.index(m) for m in INSTANCE_DECODINGS[used])
+
+    @property
+    def instance_decodings(self) -> list[str]:
+        """The postprocessing.instance_map values this model's maps allow, in INSTANCE_DECODINGS' order."""
+        return [name for name, maps in INSTANCE_DECODINGS.items() if set(maps) <= set(self.instance_maps)]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> ModelConfig:
         """Parse and validate; unknown or mistyped fields raise ConfigError naming `source`."""
         try:
             if not isinstance(data, dict):
@@ -215,7 +231,7 @@ class ModelConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_json(cls, text: str, *, source: str = "config") -> "ModelConfig":
+    def from_json(cls, text: str, *, source: str = "config") -> ModelConfig:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
@@ -227,7 +243,7 @@ class ModelConfig:
         atomic_write_text(Path(path), self.to_json())
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "ModelConfig":
+    def load(cls, path: str | os.PathLike) -> ModelConfig:
         path = Path(path)
         if path.is_dir():
             path = path / CONFIG_FILENAME

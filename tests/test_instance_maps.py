@@ -15,12 +15,13 @@ from segzoo.config import ModelConfig, Postprocessing
 from segzoo.errors import ConfigError
 from segzoo.predict.postprocessing import (
     count_nuclei,
+    hv_centre_score,
     mask_to_instances,
     outputs_to_instances,
     probabilities_to_instances,
     split_outputs,
 )
-from segzoo.training.targets import boundary_map, distance_map, instance_targets
+from segzoo.training.targets import boundary_map, distance_map, horizontal_map, instance_targets, vertical_map
 
 
 def _touching_squares() -> np.ndarray:
@@ -131,18 +132,23 @@ def _map_config(maps=("distance",), used="distance") -> ModelConfig:
 
 def test_config_checks_the_maps():
     config = _map_config(("distance", "boundary"), "boundary")
-    assert config.output_channels == 3 and config.instance_channel() == 2
+    assert config.output_channels == 3 and config.instance_channels() == (2,)
     again = ModelConfig.from_json(config.to_json())
     assert again.postprocessing.instance_map == "boundary" and again.instance_maps == ["distance", "boundary"]
-    with pytest.raises(ConfigError, match="not a map this model predicts"):
+    with pytest.raises(ConfigError, match="does not all predict"):
         _map_config(("distance",), "boundary")
-    with pytest.raises(ConfigError, match="distinct names from distance, boundary"):
+    with pytest.raises(ConfigError, match="distinct names from distance, boundary, horizontal, vertical"):
         ModelConfig(architecture="unet", architecture_kwargs={"instance_maps": ["centre"]}).validate()
-    with pytest.raises(ConfigError, match="is not one of distance, boundary"):
+    with pytest.raises(ConfigError, match="is not one of distance, boundary, hv"):
         Postprocessing(instance_map="flows").validate()
+    # HoVer-Net's decoding needs both of its maps, in whatever channel order
+    hv = _map_config(("vertical", "distance", "horizontal"), "hv")
+    assert hv.instance_channels() == (3, 1) and hv.instance_decodings == ["distance", "hv"]
+    with pytest.raises(ConfigError, match=r"decodes the maps \['horizontal', 'vertical'\]"):
+        _map_config(("horizontal",), "hv")
     # a config from before the maps: no instance map, the distance-transform watershed
     old = ModelConfig.from_dict({"architecture": "unet", "postprocessing": {"threshold": 0.4}})
-    assert old.output_channels == 1 and old.instance_channel() is None
+    assert old.output_channels == 1 and old.instance_channels() == () and old.instance_decodings == []
 
 
 def _two_touching_discs(shape=(60, 90)) -> np.ndarray:
@@ -169,6 +175,33 @@ def test_a_learned_distance_map_splits_what_it_says_and_only_that():
     single[26:34, 38:46] = 0.9
     assert len(np.unique(mask_to_instances(mask, post, centres=single))) - 1 == 1
     assert len(np.unique(mask_to_instances(mask, Postprocessing()))) - 1 == 2
+
+
+def test_hover_maps_point_away_from_each_centre_and_flip_at_a_contact():
+    labels = _two_touching_discs()
+    h, v = horizontal_map(labels), vertical_map(labels)
+    assert h.dtype == np.float32 and (h[labels == 0] == 0.5).all() and (v[labels == 0] == 0.5).all()
+    assert h[30, 15] == pytest.approx(0.0, abs=0.02) and v[15, 30] == pytest.approx(0.0, abs=0.02)  # disc 1's ends
+    assert h[30, 30] == pytest.approx(0.5, abs=0.05) and v[30, 30] == pytest.approx(0.5, abs=0.02)  # near its centre
+    assert v[45, 30] == pytest.approx(1.0, abs=0.02)
+    assert h[30, 41] > 0.85 and h[30, 42] < 0.05  # the flip where disc 2 (drawn last) takes over at column 42
+    score = hv_centre_score(h, v)
+    assert score[30, 30] > 0.85 and score[30, 55] > 0.85 and score[30, 40:44].min() < 0.3
+
+
+def test_hover_decoding_splits_touching_nuclei_the_transform_cannot_tell_apart():
+    labels = np.zeros((40, 60), np.int32)  # two squares side by side: one convex-looking blob
+    labels[5:35, 5:30], labels[5:35, 30:55] = 1, 2
+    mask = labels > 0
+    assert len(np.unique(mask_to_instances(mask, Postprocessing(watershed_min_distance=8)))) - 1 == 1
+    outputs = np.stack([mask.astype(np.float32), horizontal_map(labels), vertical_map(labels)], axis=-1)
+    config = _map_config(("horizontal", "vertical"), "hv")
+    config.postprocessing.marker_threshold = 0.8
+    prob, centres = split_outputs(outputs, config)
+    split = mask_to_instances(prob > 0.5, config.postprocessing, centres=centres)
+    assert len(np.unique(split)) - 1 == 2
+    for i in (1, 2):
+        assert (split[labels == i] == np.bincount(split[labels == i]).argmax()).mean() > 0.95
 
 
 def test_learned_map_decoding_in_strips_equals_one_pass():
@@ -248,9 +281,8 @@ def test_predictor_uses_the_map_and_checks_the_channel_count(map_predictor):
 
 
 def test_chunked_slide_prediction_equals_whole_with_a_learned_map(tmp_path, map_predictor):
-    from test_slide_pipeline import _best_iou, _geojson_rings, _raster, _whole_image_case
-
     from slide_fixtures import predict_one_slide as predict_slide
+    from test_slide_pipeline import _best_iou, _geojson_rings, _raster, _whole_image_case
 
     from segzoo.slides.readers.array import ArraySlide
 

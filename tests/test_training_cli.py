@@ -455,3 +455,39 @@ def test_bad_options_are_one_line_before_the_run_folder_is_touched(tmp_path, cap
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and err.startswith("error: ")
     assert (out / "keep.txt").read_text() == "x"
+
+
+def test_training_at_another_scale_resamples_every_tile(tmp_path):
+    """--mpp 0.5 from 0.25 um/px tiles: the model is trained, validated and tuned on tiles at half
+    the size (XML polygons rasterised on the new grid, PNG-only masks area-resampled), and its
+    config says it was trained at 0.5 um/px with the data's scale in the provenance."""
+    from conftest import write_monuseg_folder
+
+    data = write_monuseg_folder(tmp_path / "data", n=4, size=96, xml_for=3)
+    assert train_main(_train_args(data, tmp_path / "run", "--mpp", "0.5", "--data-mpp", "0.25",
+                                  "--arch-kwargs", '{"depth": 2, "base_filters": 4, "dropout": 0.0, '
+                                  '"instance_maps": ["horizontal", "vertical"]}')) == 0
+    from segzoo.config import ModelConfig
+
+    config = ModelConfig.load(tmp_path / "run")
+    assert config.resolution.mpp == 0.5 and config.provenance["data_mpp"] == 0.25
+    tried = config.provenance.get("postprocessing_selection", {}).get("aji", {})
+    assert not tried or any(key.startswith("hv@") for key in tried)  # HoVer-Net's decoding is a candidate
+    assert train_main(_train_args(data, tmp_path / "bad", "--mpp", "0")) == 2
+
+
+def test_a_tile_brought_to_another_scale_keeps_its_nuclei():
+    from conftest import synthetic_tile
+
+    from segzoo.datasets.monuseg import rasterize_regions, scale_mask, scale_polygons, scaled_shape
+
+    image, polygons = synthetic_tile(np.random.default_rng(4), 97)
+    labels, _ = rasterize_regions(polygons, (97, 97))
+    assert scaled_shape((97, 97), 0.5) == (49, 49)
+    half, _ = rasterize_regions(scale_polygons(polygons, 0.5), (49, 49))
+    assert len(np.unique(half)) == len(np.unique(labels))  # every nucleus survives
+    assert abs((half > 0).sum() * 4 - (labels > 0).sum()) <= 0.1 * (labels > 0).sum()  # areas scale by 1/4
+    from_png = scale_mask(labels > 0, 0.5)
+    dice = 2 * (from_png & (half > 0)).sum() / (from_png.sum() + (half > 0).sum())
+    assert from_png.shape == (49, 49) and dice > 0.9
+    np.testing.assert_array_equal(scale_mask(labels > 0, 1.0), labels > 0)

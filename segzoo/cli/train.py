@@ -73,6 +73,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scale-jitter", type=float, nargs=2, default=list(D.scale_jitter),
                    metavar=("MIN", "MAX"))
     p.add_argument("--min-object-size", type=int, default=D.min_object_size)
+    p.add_argument("--mpp", type=float, default=None,
+                   help="the model's scale in microns per pixel (default: the data's); every tile is resampled "
+                        "to it (e.g. 0.5 for a 20x model from 40x tiles)")
+    p.add_argument("--data-mpp", type=float, default=D.data_mpp,
+                   help=f"microns per pixel of the training tiles (default {D.data_mpp}: MoNuSeg's 40x)")
     p.add_argument("--seed", type=int, default=D.seed)
     p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget; stops cleanly")
     group = p.add_mutually_exclusive_group()

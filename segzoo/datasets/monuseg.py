@@ -14,6 +14,13 @@ Regions are drawn in file order, so where polygons overlap the later region owns
 pixels. Regions with fewer than 3 vertices are skipped (and counted); vertices outside the
 image are allowed, the polygon is clipped to the image.
 
+Another scale: load_sample(sample, scale=s) brings a tile to s working pixels per tile pixel
+(0.5 takes MoNuSeg's 0.25 um/px tiles to a 0.5 um/px model): the image by the antialiased
+resampling of the slide path (segzoo.slides.readers.resolution.read_scaled), the XML polygons
+rasterised on the new grid with the rule above (point coordinates x' = (x + 0.5) * s - 0.5),
+and a PNG-only mask by area resampling then 0.5. The grid is ceil(side * s) pixels a side, as
+the slide path's working extent.
+
 Layouts understood by discover_samples (pairs matched by file stem):
 - segzoo/shared layout: images/, masks/ (PNG, 0/1), annotations/ (XML)
 - official release: "Tissue Images"/ + "Annotations"/
@@ -23,6 +30,7 @@ Layouts understood by discover_samples (pairs matched by file stem):
 from __future__ import annotations
 
 import logging
+import math
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -142,6 +150,51 @@ def discover_samples(folder: str | os.PathLike, *, require_ground_truth: bool = 
     return samples
 
 
+MONUSEG_MPP = 0.25
+"""Microns per pixel of the MoNuSeg 2018 tiles (40x TCGA scans; the XMLs state 0.2456-0.2527)."""
+
+
+def scaled_shape(shape: tuple[int, int], scale: float) -> tuple[int, int]:
+    """(height, width) of a tile of `shape` brought to `scale` working pixels per pixel: each side
+    ceil(side * scale), at least 1, as the slide path's working extent."""
+    return tuple(max(math.ceil(side * scale - 1e-6), 1) for side in shape)  # type: ignore[return-value]
+
+
+def scale_image(image: np.ndarray, scale: float) -> np.ndarray:
+    """HxWx3 uint8 image resampled by `scale` (antialiased when shrinking), as the slide path reads
+    a level (segzoo.slides.readers.resolution.read_scaled); the image itself when scale is 1."""
+    from segzoo.slides.readers.array import ArraySlide
+    from segzoo.slides.readers.resolution import read_scaled
+
+    if scale == 1.0:
+        return image
+    height, width = scaled_shape(image.shape[:2], scale)
+    return read_scaled(ArraySlide(image), 0, scale, 0, 0, width, height)
+
+
+def scale_polygons(polygons: list[np.ndarray], scale: float) -> list[np.ndarray]:
+    """Polygons (N x 2 x, y point coordinates, pixel centres at integers) on the grid of `scale`
+    working pixels per pixel: (v + 0.5) * scale - 0.5."""
+    return polygons if scale == 1.0 else [(poly + 0.5) * scale - 0.5 for poly in polygons]
+
+
+def scale_mask(mask: np.ndarray, scale: float) -> np.ndarray:
+    """HxW bool mask on the grid of `scale`: the fraction of each new pixel's area that is nucleus
+    (area resampling), then >= 0.5; the mask itself when scale is 1."""
+    from PIL import Image
+
+    if scale == 1.0:
+        return mask
+    height, width = scaled_shape(mask.shape, scale)
+    # the new grid covers [0, width / scale) of the tile: pad past the tile's edge with background
+    src_h, src_w = math.ceil(height / scale - 1e-6), math.ceil(width / scale - 1e-6)
+    padded = np.zeros((max(src_h, mask.shape[0]), max(src_w, mask.shape[1])), np.float32)
+    padded[:mask.shape[0], :mask.shape[1]] = mask
+    resized = Image.fromarray(padded, mode="F").resize((width, height), Image.Resampling.BOX,
+                                                        box=(0.0, 0.0, width / scale, height / scale))
+    return np.asarray(resized) >= 0.5
+
+
 @dataclass
 class LoadedSample:
     stem: str
@@ -150,22 +203,25 @@ class LoadedSample:
     labels: np.ndarray | None  # HxW int32 instance labels from XML, None without XML
 
 
-def load_sample(sample: Sample) -> LoadedSample:
-    """Read one sample; the XML (when present) is the ground truth, else the PNG mask."""
-    image = read_image(sample.image)
+def load_sample(sample: Sample, scale: float = 1.0) -> LoadedSample:
+    """Read one sample; the XML (when present) is the ground truth, else the PNG mask. `scale`
+    (working pixels per tile pixel) brings all of it to another grid (see the module docstring)."""
+    full = read_image(sample.image)
+    image = scale_image(full, scale)
     shape = image.shape[:2]
     labels = None
     if sample.annotation is not None:
-        labels, skipped = rasterize_regions(read_xml_regions(sample.annotation), shape)
+        labels, skipped = rasterize_regions(scale_polygons(read_xml_regions(sample.annotation), scale), shape)
         if skipped:
             log.info("%s: skipped %d region(s) with fewer than 3 vertices", sample.annotation, skipped)
         mask = labels > 0
     elif sample.mask is not None:
         mask = read_mask(sample.mask)
-        if mask.shape != shape:
+        if mask.shape != full.shape[:2]:
             raise DataError(
                 f"{sample.mask}: mask size {mask.shape[1]}x{mask.shape[0]} does not match "
-                f"image {sample.image} size {shape[1]}x{shape[0]}")
+                f"image {sample.image} size {full.shape[1]}x{full.shape[0]}")
+        mask = scale_mask(mask, scale)
     else:
         raise DataError(f"{sample.image}: no annotation or mask to use as ground truth")
     return LoadedSample(sample.stem, image, mask, labels)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from segzoo.datasets.monuseg import MONUSEG_MPP
 from segzoo.errors import UnknownNameError, UsageError
 from segzoo.training.augment import AugmentConfig
 
@@ -19,7 +20,8 @@ class TrainOptions:
     """One run. data: training folder (MoNuSeg layout); out: run folder (becomes a model
     folder). architecture (a registered name) unless init_from (a model folder, zoo name or
     hf:// URI) gives it; settings_from: a validated model whose threshold and post-processing
-    a refit takes. Sizes in pixels, lr the peak AdamW learning rate, max_minutes a wall-clock
+    a refit takes. mpp: the model's scale in microns per pixel (None: the data's, data_mpp);
+    every tile is brought to it (segzoo.datasets.monuseg.load_sample with scale data_mpp / mpp). Sizes in pixels, lr the peak AdamW learning rate, max_minutes a wall-clock
     budget (None: none). See `segzoo train --help` for each option."""
 
     data: str
@@ -52,6 +54,8 @@ class TrainOptions:
     intensity_augment: bool = False
     scale_jitter: tuple[float, float] = (AugmentConfig.scale_min, AugmentConfig.scale_max)
     min_object_size: int = 10
+    mpp: float | None = None
+    data_mpp: float = MONUSEG_MPP
     seed: int = 0
     max_minutes: float | None = None
     resume: bool = False
@@ -84,9 +88,19 @@ class TrainOptions:
                              argument="init_from")
         if self.keep not in KEEP:
             raise UnknownNameError(f"unknown keep {self.keep!r}; valid: {', '.join(KEEP)}", argument="keep")
+        for name in ("mpp", "data_mpp"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and 0 < value < 100):
+                raise UsageError(f"{name} must be a positive number of microns per pixel, got {value!r}",
+                                 argument=name)
         if self.resume and self.overwrite:
             raise UsageError("resume and overwrite exclude each other", argument="overwrite")
         return self
+
+    @property
+    def scale(self) -> float:
+        """Model pixels per data pixel: data_mpp / mpp (1.0 when mpp is None)."""
+        return 1.0 if self.mpp is None else self.data_mpp / self.mpp
 
     def augmentation(self) -> AugmentConfig:
         """The patch augmentation these options ask for."""

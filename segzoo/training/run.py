@@ -47,8 +47,11 @@ def train(options: TrainOptions, argv: list[str]) -> Path:
     train_samples, val_samples = split_train_val(discover_samples(options.data), options.val_fraction,
                                                  options.seed, options.val_stems)
     log.info("data: %d training, %d validation tiles from %s", len(train_samples), len(val_samples), options.data)
-    train_images, train_masks, train_labels = load_images_and_masks(train_samples, labels=True)
-    val_images, val_masks = load_images_and_masks(val_samples)
+    if options.scale != 1.0:
+        log.info("tiles at %.4g um/px brought to the model's %.4g um/px (scale %.4g)", options.data_mpp,
+                 options.mpp, options.scale)
+    train_images, train_masks, train_labels = load_images_and_masks(train_samples, labels=True, scale=options.scale)
+    val_images, val_masks = load_images_and_masks(val_samples, scale=options.scale)
     config = run_config(options, init_config, settings)
     config.provenance = _provenance(options, argv, keras.backend.backend(), [s.stem for s in train_samples],
                                     [s.stem for s in val_samples], init_config, settings, started)
@@ -89,7 +92,7 @@ def train(options: TrainOptions, argv: list[str]) -> Path:
     if settings is None:
         if not options.freeze_trunk:  # (a frozen trunk keeps its model's probability and threshold)
             choose_threshold(out, val_images, val_masks, options.val_tta)
-        tune_postprocessing(out, options.data)
+        tune_postprocessing(out, options.data, scale=options.scale)
     return out
 
 
@@ -127,6 +130,7 @@ def run_config(options: TrainOptions, init_config: ModelConfig | None, settings:
         config.postprocessing = settings.postprocessing
     config.name = options.name
     config.postprocessing.min_object_size = options.min_object_size
+    config.resolution.mpp = options.mpp if options.mpp is not None else options.data_mpp
     return config
 
 
@@ -144,6 +148,8 @@ def _provenance(options: TrainOptions, argv: list[str], backend: str, train_stem
         "command": portable_command("segzoo train", argv), "segzoo_version": __version__,
         "environment": environment(backend), "loss": options.loss, "seed": options.seed,
     }
+    if options.mpp is not None:  # the tiles were resampled to the model's scale
+        provenance["data_mpp"] = options.data_mpp
     if options.freeze_trunk:
         # The probability is the --init-from model's, so is its threshold and how it was chosen.
         provenance["frozen_trunk"] = True

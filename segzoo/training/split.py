@@ -34,9 +34,11 @@ def split_train_val(samples: list[Sample], val_fraction: float, seed: int,
     return train, val
 
 
-def load_images_and_masks(samples: list[Sample], *, labels: bool = False) -> tuple[list[np.ndarray], ...]:
+def load_images_and_masks(samples: list[Sample], *, labels: bool = False,
+                          scale: float = 1.0) -> tuple[list[np.ndarray], ...]:
     """(images HxWx3 uint8, masks HxW bool) of the samples, in order; with `labels`, also their
-    instance labels (HxW int32 from the XML regions, None for a mask-only sample)."""
-    loaded: list[LoadedSample] = [load_sample(s) for s in samples]
+    instance labels (HxW int32 from the XML regions, None for a mask-only sample). `scale`: model
+    pixels per tile pixel (segzoo.datasets.monuseg.load_sample)."""
+    loaded: list[LoadedSample] = [load_sample(s, scale) for s in samples]
     images, masks = [s.image for s in loaded], [s.mask for s in loaded]
     return (images, masks, [s.labels for s in loaded]) if labels else (images, masks)

@@ -48,7 +48,36 @@ def boundary_map(labels: np.ndarray) -> np.ndarray:
     return find_boundaries(np.asarray(labels), mode="inner", connectivity=1).astype(np.float32)
 
 
-TARGETS = {"distance": distance_map, "boundary": boundary_map}
+def _centred_coordinate(labels: np.ndarray, axis: int) -> np.ndarray:
+    """float32 HxW: in each nucleus, (coordinate along `axis` - the nucleus' centroid there) / the
+    largest |coordinate - centroid| in that nucleus (in [-1, 1]; 0 for a one-pixel-wide nucleus),
+    stored as (value + 1) / 2 in [0, 1]; 0.5 on background (HoVer-Net's maps, Graham et al. 2019)."""
+    labels = np.asarray(labels)
+    out = np.full(labels.shape, 0.5, dtype=np.float32)
+    for index, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is None:
+            continue
+        own = labels[box] == index
+        coordinate = np.indices(own.shape, dtype=np.float64)[axis]
+        centred = coordinate - coordinate[own].mean()
+        extent = np.abs(centred[own]).max()
+        region = out[box]
+        region[own] = (centred[own] / extent + 1.0) / 2.0 if extent > 0 else 0.5
+    return out
+
+
+def horizontal_map(labels: np.ndarray) -> np.ndarray:
+    """HoVer-Net's horizontal map of instance labels (x: columns), see _centred_coordinate."""
+    return _centred_coordinate(labels, axis=1)
+
+
+def vertical_map(labels: np.ndarray) -> np.ndarray:
+    """HoVer-Net's vertical map of instance labels (y: rows), see _centred_coordinate."""
+    return _centred_coordinate(labels, axis=0)
+
+
+TARGETS = {"distance": distance_map, "boundary": boundary_map, "horizontal": horizontal_map,
+           "vertical": vertical_map}
 assert set(TARGETS) == set(INSTANCE_MAPS)
 
 
