@@ -7,7 +7,7 @@ import argparse
 import time
 from pathlib import Path
 
-from segzoo.cli.arguments import OneLineParser, error, non_empty, non_negative_int
+from segzoo.cli.arguments import OneLineParser, error, non_empty, non_negative_int, positive_float
 
 DESCRIPTION = ("Evaluate a model folder on a data folder with ground truth: Loss, Accuracy, Precision, "
                "Recall, F1/Dice, IoU, AJI and PQ into metrics.json and metrics.md (see segzoo.evaluation).")
@@ -25,6 +25,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--figure", type=non_negative_int, default=0, metavar="N",
                    help="write figure.png with the first N images")
     p.add_argument("--name", default=None, help="model name in the table (default: config name)")
+    p.add_argument("--data-mpp", type=positive_float, default=0.25,
+                   help="microns per pixel of the data (MoNuSeg: 0.25); a model at another scale predicts each "
+                        "tile resampled to its own and is scored on the data's pixels")
     return p
 
 
@@ -44,7 +47,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         return 2
     started = time.monotonic()
     _, table, written = evaluate_folder(args.model, args.data, out=args.out, tta=args.tta, figure=args.figure,
-                                        name=args.name)
+                                        name=args.name, data_mpp=args.data_mpp)
     print(table)
     print(f"wrote {written[0]} and {written[1]} in {time.monotonic() - started:.0f} s")
     return 0

@@ -6,6 +6,14 @@ metrics.json and metrics.md, and optionally a qualitative figure. Pixel
 metrics are reported micro-averaged over all pixels (the headline) and as the
 mean over images; AJI and PQ are means over images with XML instance labels.
 Loss is the pixel binary cross-entropy of the probabilities, mean over images.
+
+A model trained at another scale than the data's (config resolution.mpp vs the data's
+`data_mpp`, MoNuSeg's 0.25 um/px by default) is scored on the ground truth's pixels: each tile is
+resampled to the model's scale as the slide path reads a level, predicted there, and its nuclei
+come back as the slide path writes them (outlines in the tile's pixel coordinates, simplified as
+in the GeoJSON), filled with the ground truth's one rule (segzoo.datasets.monuseg.polygon_interior);
+so 20x and 40x models are scored on the same pixels by the same rule. Scales within 2% of each
+other are not resampled (the slide path's snap). metrics.json records both scales.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from segzoo.config import ModelConfig
-from segzoo.datasets.monuseg import discover_samples, load_sample
+from segzoo.datasets.monuseg import MONUSEG_MPP, discover_samples, load_sample, polygon_interior, scale_image
 from segzoo.evaluation.metrics import (
     PixelCounts,
     aggregated_jaccard_index,
@@ -43,16 +51,75 @@ def binary_cross_entropy(prob: np.ndarray, truth: np.ndarray, eps: float = 1e-6)
     return float(-np.mean(t * np.log(p) + (1 - t) * np.log(1 - p)))
 
 
+def model_scale(config: ModelConfig, data_mpp: float | None) -> float:
+    """Model pixels per data pixel: data_mpp / resolution.mpp, snapped to 1.0 within 2% (as the slide
+    path reads a level: segzoo.slides.readers.resolution.working_scale); 1.0 when either is unknown."""
+    from segzoo.slides.readers.resolution import working_scale
+
+    if data_mpp is None or config.resolution.mpp is None:
+        return 1.0
+    return working_scale(float(data_mpp), float(config.resolution.mpp))
+
+
+def labels_on_grid(labels: np.ndarray, factor: float, shape: tuple[int, int]) -> np.ndarray:
+    """int32 instance labels on a grid of `shape` from `labels` on a grid `factor` times coarser
+    (factor: grid pixels per labels pixel): each nucleus' outline as the slide path writes it
+    (segzoo.io.measurements.nucleus_table with scale=factor: point coordinates (x + 0.5) * factor
+    - 0.5, simplified as in the GeoJSON), filled with the ground truth's rule, nuclei in label order
+    (a later one owns shared pixels)."""
+    from segzoo.io.measurements import nucleus_table
+
+    table = nucleus_table(labels, scale=factor)
+    out = np.zeros(shape, np.int32)
+    offsets = table.ring_offsets
+    for i in range(len(offsets) - 1):
+        rr, cc = polygon_interior(table.vertices[offsets[i]:offsets[i + 1]], shape)
+        out[rr, cc] = i + 1
+    return out
+
+
+def _probability_on_grid(prob: np.ndarray, factor: float, shape: tuple[int, int]) -> np.ndarray:
+    """A probability map on a grid `factor` times finer (bilinear, pixel edges aligned at 0)."""
+    from PIL import Image
+
+    height, width = shape
+    box = (0.0, 0.0, width / factor, height / factor)
+    return np.asarray(Image.fromarray(prob.astype(np.float32), mode="F").resize((width, height),
+                                                                                Image.Resampling.BILINEAR, box=box))
+
+
+def predict_on_truth_grid(run_batch: BatchRunner, config: ModelConfig, image: np.ndarray, scale: float, *,
+                          tta: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(prob, mask, labels) of `image` on its own grid, predicted at `scale` model pixels per image
+    pixel (see the module docstring); scale 1.0 is a plain prediction."""
+    if scale == 1.0:
+        return outputs_to_instances(predict_probabilities(run_batch, image, config, tta=tta), config)
+    small = scale_image(image, scale)
+    prob, _, labels = outputs_to_instances(predict_probabilities(run_batch, small, config, tta=tta), config)
+    labels = labels_on_grid(labels, 1.0 / scale, image.shape[:2])
+    return _probability_on_grid(prob, 1.0 / scale, image.shape[:2]), labels > 0, labels
+
+
 def evaluate(run_batch: BatchRunner, config: ModelConfig, data: str | Path, *, tta: bool = False,
-             figure_stems: int = 0) -> tuple[dict, list]:
-    """Metrics dict (see module docstring) and up to `figure_stems` (image, truth, pred) triples."""
+             figure_stems: int = 0, data_mpp: float | None = MONUSEG_MPP) -> tuple[dict, list]:
+    """Metrics dict (see module docstring) and up to `figure_stems` (image, truth, pred) triples.
+
+    run_batch: the model's runner; config: its config (resolution.mpp: its scale).
+    data: a data folder with ground truth (segzoo.datasets.monuseg.discover_samples).
+    tta: D4 test-time augmentation.
+    figure_stems: images to return for the figure.
+    data_mpp: microns per pixel of the data (None: assume the model's scale)."""
     samples = discover_samples(data)
+    scale = model_scale(config, data_mpp)
+    if scale != 1.0:
+        log.info("tiles at %.4g um/px predicted at the model's %.4g um/px (scale %.4g) and scored at theirs",
+                 data_mpp, config.resolution.mpp, scale)
     per_image, figures = [], []
     total = PixelCounts()
     error_totals = {"truth": 0, "pred": 0, "split": 0, "merged": 0, "unmatched": 0}
     for sample in samples:
         gt = load_sample(sample)
-        prob, mask, labels = outputs_to_instances(predict_probabilities(run_batch, gt.image, config, tta=tta), config)
+        prob, mask, labels = predict_on_truth_grid(run_batch, config, gt.image, scale, tta=tta)
         counts = pixel_counts(mask, gt.mask)
         total = total + counts
         row = {"image": sample.stem, "loss": binary_cross_entropy(prob, gt.mask), **counts.metrics()}
@@ -84,6 +151,7 @@ def evaluate(run_batch: BatchRunner, config: ModelConfig, data: str | Path, *, t
         "n_images_with_instances": sum("aji" in r for r in per_image),
         "threshold": config.postprocessing.threshold,
         "tta": tta,
+        "scales": {"model_mpp": config.resolution.mpp, "data_mpp": data_mpp, "model_pixels_per_data_pixel": scale},
         "micro": micro,
         "mean": mean,
         "instance_errors": {**error_totals, **instance_error_rates(error_totals)} if error_totals["truth"] else None,
@@ -140,7 +208,8 @@ def render_figure(figures: list, path: Path, crop: int = 400) -> None:
 
 
 def evaluate_folder(model: str | os.PathLike, data: str | os.PathLike, *, out: str | os.PathLike | None = None,
-                    tta: bool = False, figure: int = 0, name: str | None = None) -> tuple[dict, str, list[Path]]:
+                    tta: bool = False, figure: int = 0, name: str | None = None,
+                    data_mpp: float | None = MONUSEG_MPP) -> tuple[dict, str, list[Path]]:
     """Evaluate the Keras model folder `model` on `data` and write <stem>.json and <stem>.md
     (metrics_stem: metrics or metrics_tta) and, with `figure` images, figure.png into `out`
     (default: the model folder). Returns (metrics, the markdown table, the files written)."""
@@ -148,7 +217,8 @@ def evaluate_folder(model: str | os.PathLike, data: str | os.PathLike, *, out: s
     from segzoo.runtime.keras import keras_runner
 
     keras_model, config = load_model(model)
-    metrics, figures = evaluate(keras_runner(keras_model), config, data, tta=tta, figure_stems=figure)
+    metrics, figures = evaluate(keras_runner(keras_model), config, data, tta=tta, figure_stems=figure,
+                                data_mpp=data_mpp)
     metrics["model"] = config.name or Path(model).name
     metrics["params"] = int(keras_model.count_params())
     folder = Path(out if out is not None else model)
