@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from segzoo.evaluation.benchmark import RUNTIMES, markdown, run_benchmark
+from segzoo.evaluation.slide_accuracy import accuracy_markdown, build_truth_slides, slide_accuracy
 from segzoo.evaluation.slide_benchmark import run_slide_benchmark, slide_markdown
 from segzoo.io.files import atomic_write_text
 from segzoo.io.images import sample_image_path
@@ -32,6 +33,25 @@ def default_tile() -> Path:
 def zoo_folder(model: str) -> Path:
     """A folder as given, else model_cards/<model>."""
     return Path(model) if Path(model).is_dir() else ROOT / "model_cards" / model
+
+
+def slide_accuracy_rows(models: list[str], test: Path, folder: Path) -> list[dict]:
+    """Each model (int8) on the truth slides' 40x and 20x copies, scored per test tile."""
+    import tempfile
+
+    import segzoo
+
+    info = build_truth_slides(test, folder)
+    rows = []
+    for model in models:
+        predictor = segzoo.load(zoo_folder(model), precision="int8")
+        for key in ("40x", "20x"):
+            with tempfile.TemporaryDirectory(prefix="segzoo-accuracy-") as out:
+                row = slide_accuracy(predictor, info[key], info, test, out)
+            row["model"] = model
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k != "per_tile"}), flush=True)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slide-precisions", nargs="+", default=["fp32", "int8"], choices=["fp32", "int8"])
     p.add_argument("--slide-dask-model", default=None,
                    help="model for the Dask rows (1 worker x 2 threads, 2 workers x 1 thread; default: the first)")
+    p.add_argument("--slide-accuracy", nargs="+", default=None, metavar="MODEL",
+                   help="also score these models (int8) on the MoNuSeg test tiles laid out as a 40x slide and "
+                        "its 20x copy (segzoo.evaluation.slide_accuracy)")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--markdown", type=Path, default=None)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -77,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
                                               dask_model=args.slide_dask_model or models[0])
         result["meta"].update(slide_side=args.slide, tissue_fraction=0.5)
         table += "\n" + slide_markdown(result["slide"], result["meta"])
+    if args.slide_accuracy:
+        data = os.environ.get("SEGZOO_MONUSEG")
+        if not data:
+            p.error("--slide-accuracy scores the MoNuSeg test tiles: set SEGZOO_MONUSEG")
+        result["slide_accuracy"] = slide_accuracy_rows(args.slide_accuracy, Path(data) / "test", args.slide_dir)
+        table += "\n" + accuracy_markdown(result["slide_accuracy"])
     print(table)
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
