@@ -190,6 +190,12 @@ class ModelConfig:
         """Channels of the network output: the nucleus probability, then the instance maps."""
         return 1 + len(self.instance_maps)
 
+    def training_scale(self) -> float:
+        """Model pixels per training-tile pixel: provenance.data_mpp (recorded when training resampled
+        its tiles, segzoo train --mpp) over resolution.mpp; 1.0 when the tiles were not resampled."""
+        data_mpp, mpp = self.provenance.get("data_mpp"), self.resolution.mpp
+        return 1.0 if data_mpp is None or mpp is None else float(data_mpp) / float(mpp)
+
     def instance_channels(self) -> tuple[int, ...]:
         """The output channels postprocessing.instance_map decodes, in INSTANCE_DECODINGS' order
         (empty: the distance-transform watershed)."""

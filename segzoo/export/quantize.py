@@ -18,12 +18,15 @@ from segzoo.runtime.onnx_format import INPUT_NAME, META_CONFIG, META_VERSION, me
 
 
 def calibration_batches(folder: str | os.PathLike, config: ModelConfig, *, patches: int = 32, size: int = 256,
-                        seed: int = 0) -> list[np.ndarray]:
+                        seed: int = 0, scale: float = 1.0) -> list[np.ndarray]:
     """`patches` normalised random crops (1 x size x size x 3, size cut to the images and the
     model's stride) of the images of `folder` (find_images: a folder of images, or a dataset
-    folder's images/), taken from the images in turn with a seeded generator."""
+    folder's images/), taken from the images in turn with a seeded generator; `scale` (model
+    pixels per image pixel) brings the images to the model's scale first."""
+    from segzoo.datasets.monuseg import scale_image
+
     rng = np.random.default_rng(seed)
-    images = [read_image(path) for path in find_images(folder)]
+    images = [scale_image(read_image(path), scale) for path in find_images(folder)]
     stride = config.preprocessing.pad_to_stride
     smallest = min(min(im.shape[:2]) for im in images)
     size = min(size, smallest) // stride * stride
@@ -39,8 +42,13 @@ def calibration_batches(folder: str | os.PathLike, config: ModelConfig, *, patch
 
 
 def quantize_int8(onnx_path: str | os.PathLike, out: str | os.PathLike, calibration: str | os.PathLike, *,
-                  patches: int = 32, overwrite: bool = False) -> dict:
-    """Write an int8 QDQ copy of a segzoo ONNX file, keeping its config metadata."""
+                  patches: int = 32, overwrite: bool = False, scale: float | None = None) -> dict:
+    """Write an int8 QDQ copy of a segzoo ONNX file, keeping its config metadata.
+
+    onnx_path: the fp32 segzoo ONNX file; out: the int8 file written.
+    calibration: a folder of images (find_images) at the data's scale.
+    patches: calibration crops; overwrite: replace `out`.
+    scale: model pixels per calibration-image pixel (None: the model's config.training_scale())."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -48,7 +56,8 @@ def quantize_int8(onnx_path: str | os.PathLike, out: str | os.PathLike, calibrat
     out = Path(out)
     refuse_overwrite(out, overwrite)
     data, config = read_segzoo_onnx(onnx_path)
-    batches = calibration_batches(calibration, config, patches=patches)
+    batches = calibration_batches(calibration, config, patches=patches,
+                                  scale=config.training_scale() if scale is None else scale)
 
     class Reader(CalibrationDataReader):
         def __init__(self):

@@ -81,13 +81,6 @@ def setting_key(setting: dict) -> str:
     return f"{setting['instance_map']}@{setting['marker_threshold']}"
 
 
-def training_scale(config: ModelConfig) -> float:
-    """Model pixels per training-tile pixel of a trained model: its provenance's data_mpp (recorded
-    when the tiles were resampled) over its resolution.mpp; 1.0 when the tiles were not resampled."""
-    data_mpp, mpp = config.provenance.get("data_mpp"), config.resolution.mpp
-    return 1.0 if data_mpp is None or mpp is None else float(data_mpp) / float(mpp)
-
-
 def tune_postprocessing(folder: str | Path, data: str | Path, scale: float | None = None) -> dict | None:
     """Choose the instance post-processing by mean AJI on the validation tiles that have XML
     instance labels (the config's provenance names them): watershed_min_distance for a model
@@ -95,7 +88,7 @@ def tune_postprocessing(folder: str | Path, data: str | Path, scale: float | Non
     trained side by side are compared on validation here). Stores the choice, and every
     setting's AJI and PQ, in config.json. scale: model pixels per tile pixel (the tiles and their
     instance labels are compared at the model's scale, as in training); None: the model's own,
-    training_scale(config)."""
+    config.training_scale()."""
     from segzoo.models.folders import load_model
 
     folder = Path(folder)
@@ -106,7 +99,7 @@ def tune_postprocessing(folder: str | Path, data: str | Path, scale: float | Non
         log.info("no validation tiles with XML instances: keeping watershed_min_distance %d",
                  config.postprocessing.watershed_min_distance)
         return None
-    loaded = [load_sample(s, training_scale(config) if scale is None else scale) for s in samples]
+    loaded = [load_sample(s, config.training_scale() if scale is None else scale) for s in samples]
     outputs = predict_outputs(model, config, [s.image for s in loaded], False)
     settings = instance_settings(config)
     aji, pq = {}, {}
