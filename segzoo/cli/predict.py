@@ -305,7 +305,8 @@ def _predict_slides(args: argparse.Namespace, predictor, slides: list[Path], out
         else:
             failed += 1
             flag = option_flag(parser(), summary.argument)
-            error(f"{summary.slide}: {summary.error}" + (f" (on the command line: {flag})" if flag else ""))
+            message = summary.error if summary.slide in summary.error else f"{summary.slide}: {summary.error}"
+            error(message + (f" (on the command line: {flag})" if flag else ""))
     print(f"{len(summaries)} slide(s): {len(summaries) - failed} done, {failed} failed; summary in "
           f"{out / SUMMARY_FILENAME}", file=sys.stderr)
     return failed

@@ -9,6 +9,8 @@ segzoo.predict.postprocessing.no_data_mask) get probability 0, so no nucleus.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from segzoo.config import ModelConfig
-from segzoo.errors import ModelOutputError, SegzooError
+from segzoo.errors import ModelOutputError, SegzooError, UsageError
 from segzoo.io.images import ImageLike, list_images, read_image
 from segzoo.predict.postprocessing import count_nuclei, no_data_mask, outputs_to_instances
 from segzoo.predict.preprocessing import fill_no_data
@@ -25,6 +27,8 @@ from segzoo.predict.tiling import BatchRunner, predict_probabilities
 
 if TYPE_CHECKING:
     from segzoo.io.measurements import NucleusTable
+
+log = logging.getLogger(__name__)
 
 
 def predict_outputs(run_batch: BatchRunner, rgb: np.ndarray, config: ModelConfig, **tiling) -> np.ndarray:
@@ -115,6 +119,21 @@ class Prediction:
         return self.nuclei().to_geojson(object_type=object_type)
 
 
+def warn_scale(mpp: float, config: ModelConfig) -> None:
+    """Log a WARNING when an image of `mpp` um/px is 1.5x or more coarser or finer than the model's
+    config.resolution.mpp (nothing when that is unknown); UsageError (argument 'mpp') for a bad mpp."""
+    if isinstance(mpp, bool) or not isinstance(mpp, (int, float)) or not math.isfinite(mpp) or mpp <= 0:
+        raise UsageError(f"mpp must be a positive number of microns per pixel, got {mpp!r}", argument="mpp")
+    model_mpp = config.resolution.mpp
+    if model_mpp is None or 1 / 1.5 < mpp / model_mpp < 1.5:
+        return
+    ratio, side = (mpp / model_mpp, "coarser") if mpp > model_mpp else (model_mpp / mpp, "finer")
+    log.warning("the image (%g um/px) is %.1fx %s than the model's scale (%g um/px) and is predicted as it is "
+                "(Predictor.predict does not resample), so nuclei appear at another size than the model was trained "
+                "on and accuracy drops; segzoo.predict_slides resamples to the model's scale", mpp, ratio, side,
+                model_mpp)
+
+
 class Predictor:
     """Predict nuclei with one model: a runtime's BatchRunner and the model's config (segzoo.load()
     builds one from a zoo name, an hf:// URI, a model folder or an .onnx file)."""
@@ -141,12 +160,20 @@ class Predictor:
                                         self.config.output_channels)
 
     def predict(self, image: ImageLike, *, tta: bool = False, tile_size: int | None = None,
-                overlap: int | None = None, batch_size: int | None = None) -> Prediction:
+                overlap: int | None = None, batch_size: int | None = None, mpp: float | None = None) -> Prediction:
         """Nuclei in one image (path, PIL image or HxWx3 array; see segzoo.io.images).
 
         No-data regions (segzoo.predict.postprocessing.no_data_mask: black padding, pure white fill)
         are filled with mirrored tissue for the network (segzoo.predict.preprocessing.fill_no_data)
-        and get prob 0, so no nucleus is found there; `image` stays the input as read."""
+        and get prob 0, so no nucleus is found there; `image` stays the input as read.
+
+        `mpp`: the image's microns per pixel, when known. The image is predicted as it is, never
+        resampled here; when it is 1.5x or more coarser or finer than the model's
+        config.resolution.mpp, a WARNING names both scales and that segzoo.predict_slides resamples
+        to the model's scale. (segzoo.predict does not import the zoo, so unlike predict_slides'
+        warning this one cannot name the zoo models trained at the image's scale.)"""
+        if mpp is not None:
+            warn_scale(mpp, self.config)
         rgb = read_image(image)
         outputs = predict_outputs(self.run_batch, rgb, self.config, tile_size=tile_size, overlap=overlap,
                                   batch_size=batch_size, tta=tta)

@@ -71,3 +71,21 @@ def bundled_folder(name: str) -> Path | None:
     """The copy of zoo model `name` shipped inside the package, if any."""
     folder = Path(str(resources.files("segzoo").joinpath("bundled", name)))
     return folder if (folder / CONFIG_FILENAME).is_file() else None
+
+
+def models_at(mpp: float, tolerance: float = 0.1) -> list[str]:
+    """Zoo models trained at about `mpp` microns per pixel: those whose config's resolution.mpp is
+    within `tolerance` (relative, 0.1: 10%) of it, sorted. Read from the configs bundled with segzoo
+    (segzoo/bundled/<name>/config.json): nothing is downloaded and no weights are loaded; a model
+    with no bundled copy or no resolution is left out."""
+    found = []
+    for name in list_models():
+        folder = bundled_folder(name)
+        try:
+            config = json.loads((folder / CONFIG_FILENAME).read_text(encoding="utf-8")) if folder else {}
+        except (OSError, ValueError):
+            continue
+        model_mpp = (config.get("resolution") or {}).get("mpp")
+        if isinstance(model_mpp, (int, float)) and model_mpp > 0 and abs(model_mpp - mpp) <= tolerance * mpp:
+            found.append(name)
+    return found

@@ -5,7 +5,9 @@ from its metadata or `mpp=`; the level read is segzoo.slides.readers.resolution.
 and the scale working_scale's (levels within 2% of the model are read without resampling). A
 plain in-memory image (ArraySlide) without mpp is assumed to be at the model's resolution
 (logged at INFO); a slide file without mpp is an error; a model whose config has no resolution
-reads level 0 as it is (logged as a warning).
+reads level 0 as it is (logged as a warning). A slide whose best level must be upsampled by
+UPSAMPLE_WARNING (1.5x) or more to reach the model's scale is logged as a WARNING (and noted in the
+run's notes) that names the loss and the zoo models trained at the slide's scale, if any.
 
 A working point x maps to level 0 as x0 = (x + 0.5) * f - 0.5 with f = level downsample / scale
 (level-0 pixels per working pixel); pixel centres are at integers (see segzoo.slides).
@@ -25,8 +27,11 @@ from segzoo.errors import DataError, UsageError
 from segzoo.slides.readers.array import ArraySlide
 from segzoo.slides.readers.base import Slide
 from segzoo.slides.readers.resolution import best_level, working_scale
+from segzoo.zoo.registry import models_at
 
 log = logging.getLogger(__name__)
+
+UPSAMPLE_WARNING = 1.5  # working_grid warns when a slide is upsampled by this much or more
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,10 @@ def working_grid(slide: Slide, config: ModelConfig, mpp: float | None = None) ->
         view = SimpleNamespace(mpp=float(slide_mpp), level_downsamples=slide.level_downsamples, path=slide.path)
         level, level_mpp = best_level(view, target)
         scale = working_scale(level_mpp, target)
-        if scale != 1.0:
+        if scale >= UPSAMPLE_WARNING:
+            notes.append(upsampling_note(name, level, level_mpp, scale, target))
+            log.warning("%s", notes[-1])
+        elif scale != 1.0:
             notes.append(f"{name}: level {level} ({level_mpp:.4f} um/px) resampled by {scale:.4f} to the "
                          f"model's {target} um/px")
             log.info("%s", notes[-1])
@@ -104,6 +112,17 @@ def working_grid(slide: Slide, config: ModelConfig, mpp: float | None = None) ->
                 width=max(math.ceil(width * scale - 1e-6), 1), height=max(math.ceil(height * scale - 1e-6), 1),
                 mpp=None if slide_mpp is None else float(slide_mpp), stride=1)
     return grid, notes
+
+
+def upsampling_note(name: str, level: int, level_mpp: float, scale: float, target: float) -> str:
+    """The warning for a slide read upsampled: the scales, what is lost, and the zoo models trained at
+    the slide's scale (segzoo.zoo.registry.models_at: within 10% of `level_mpp`), or that there are none."""
+    models = models_at(level_mpp)
+    zoo = (f"zoo models trained at about {level_mpp:.2f} um/px: {', '.join(models)}" if models else
+           f"no zoo model is trained at about {level_mpp:.2f} um/px")
+    return (f"{name}: its best level (level {level}, {level_mpp:.4f} um/px) is upsampled by {scale:.1f}x to the "
+            f"model's {target} um/px; an upsampled slide loses accuracy: the model sees blurred, enlarged nuclei, so it segments them "
+            f"fattened and merges touching ones; {zoo}")
 
 
 def slide_name(slide: Slide) -> str:

@@ -15,6 +15,7 @@ import numpy as np
 from segzoo.errors import DataError
 from segzoo.slides.readers.base import BACKGROUND, ClosingSlide, check_region, rgba_to_rgb
 from segzoo.slides.readers.resolution import parse_float, plausible_mpp
+from segzoo.slides.readers.tiff import TRUNCATED, error_reason
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,9 @@ class OpenSlideSlide(ClosingSlide):
     OpenSlide's read_region takes its top-left in level-0 pixels; this class converts from the
     level's own coordinates (x * downsample). Pixels outside the scanned area (alpha 0) are white.
     After a read error OpenSlide's handle stays in an error state, so it is reopened and the
-    error is raised as DataError naming the region; later reads work again.
+    error is raised as DataError naming the region; later reads work again. A file cut short is
+    refused by open_slide before OpenSlide opens it (segzoo.slides.readers.factory.check_complete);
+    one that shrinks after opening fails its reads with DataError saying the file is truncated.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -58,9 +61,10 @@ class OpenSlideSlide(ClosingSlide):
         self._openslide = openslide
         self._lock = threading.Lock()
         try:
+            self._size = self.path.stat().st_size
             self._handle = openslide.OpenSlide(str(self.path))
         except Exception as err:  # noqa: BLE001 - OpenSlideUnsupportedFormatError, OpenSlideError, OSError
-            raise DataError(f"{self.path}: OpenSlide cannot open it ({type(err).__name__}: {err})") from None
+            raise DataError(f"{self.path}: OpenSlide cannot open it ({error_reason(err)})") from None
         h = self._handle
         self.vendor: str | None = h.properties.get("openslide.vendor")
         self.level_dimensions = [(int(w), int(hh)) for w, hh in h.level_dimensions]
@@ -78,9 +82,13 @@ class OpenSlideSlide(ClosingSlide):
         try:
             image = handle.read_region(location, int(level), (int(width), int(height)))
         except self._openslide.OpenSlideError as err:
+            region = f"{self.path}: cannot read level {level} region (x={x}, y={y}, width={width}, height={height})"
+            size = self.path.stat().st_size if self.path.is_file() else 0
+            if size < self._size:
+                raise DataError(f"{region}: {TRUNCATED}: it has {size} bytes, {self._size} when it was opened; "
+                                "copy the file again") from None
             self._reopen(handle)
-            raise DataError(f"{self.path}: cannot read level {level} region (x={x}, y={y}, width={width}, "
-                            f"height={height}): {err}") from None
+            raise DataError(f"{region}: {error_reason(err)}") from None
         return rgba_to_rgb(np.asarray(image))
 
     def _reopen(self, failed) -> None:
@@ -91,7 +99,10 @@ class OpenSlideSlide(ClosingSlide):
                 failed.close()
             except Exception as err:  # noqa: BLE001 - a handle in error state may fail to close
                 log.debug("%s: closing the failed OpenSlide handle: %s", self.path, err)
-            self._handle = self._openslide.OpenSlide(str(self.path))
+            try:
+                self._handle = self._openslide.OpenSlide(str(self.path))
+            except Exception as err:  # noqa: BLE001 - the file changed or went away since it was opened
+                raise DataError(f"{self.path}: OpenSlide cannot reopen it after a read error ({error_reason(err)})") from None
 
     def close(self) -> None:
         self._handle.close()

@@ -3,6 +3,7 @@ tifffile, decoding only the tiles or strips a region touches (base install).
 
 Microns per pixel: the Aperio description's `MPP = `, OME-XML PhysicalSizeX (unit converted
 to um), or the TIFF XResolution/ResolutionUnit (cm or inch). Coordinates: segzoo.slides.readers.base.
+A file cut short is found by segzoo.slides.readers.factory.open_slide before it opens it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ _OME_UNITS_UM = {"pm": 1e-6, "nm": 1e-3, "µm": 1.0, "um": 1.0, "micron": 1.0, "
                  "m": 1e6, "Å": 1e-4, "A": 1e-4, "in": 25400.0, "inch": 25400.0}
 _PHOTOMETRIC_SUPPORTED = {0: "MINISWHITE", 1: "MINISBLACK", 2: "RGB", 3: "PALETTE"}
 _JPEG_COMPRESSIONS = {6, 7, 34892, 33007}
+TRUNCATED = "the file is truncated or damaged"  # in every message about a file cut short
+
+
+def error_reason(err: BaseException) -> str:
+    """An exception's message for users, without its class name (which says nothing to them)."""
+    return str(err).strip() or "unreadable data"
 
 
 @dataclass
@@ -62,6 +69,8 @@ class TiffSlide(ClosingSlide):
     is scaled by 1/257, float in [0, 1] by 255, an alpha channel is composited over white, and
     missing (empty) tiles are white. A tile that fails to decode raises DataError naming the level
     and the region; other regions still read. Reads are thread-safe (file access is locked).
+    A file cut short fails open_slide itself (segzoo.slides.readers.factory.check_complete); should
+    it shrink after opening, a read past its end raises DataError saying the file is truncated.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -72,7 +81,7 @@ class TiffSlide(ClosingSlide):
         try:
             self._tif = tifffile.TiffFile(self.path)
         except Exception as err:  # noqa: BLE001 - tifffile raises many types for non-TIFF or broken files
-            raise DataError(f"{self.path}: tifffile cannot open it ({type(err).__name__}: {err})") from None
+            raise DataError(f"{self.path}: tifffile cannot open it as a TIFF ({error_reason(err)})") from None
         try:
             self._levels = self._parse_levels()
             self.mpp = self._read_mpp()
@@ -81,7 +90,7 @@ class TiffSlide(ClosingSlide):
             raise
         except Exception as err:  # noqa: BLE001 - malformed tags surface as many types
             self._tif.close()
-            raise DataError(f"{self.path}: unreadable TIFF structure ({type(err).__name__}: {err})") from None
+            raise DataError(f"{self.path}: unreadable TIFF structure ({error_reason(err)})") from None
         self.level_dimensions = [(lv.width, lv.height) for lv in self._levels]
         w0, h0 = self.level_dimensions[0]
         self.level_downsamples = [1.0] + [((w0 / w) + (h0 / h)) / 2.0 for w, h in self.level_dimensions[1:]]
@@ -271,13 +280,20 @@ class TiffSlide(ClosingSlide):
                 fh = self._tif.filehandle
                 fh.seek(offset)
                 data = fh.read(count)
+        except OSError as err:
+            raise DataError(f"{self.path}: cannot read {region}: {error_reason(err)}") from None
+        if len(data) < count:  # the file shrank after open_slide checked it
+            raise DataError(f"{self.path}: cannot read {region}: {TRUNCATED}: tile data at bytes {offset}-"
+                            f"{offset + count} runs past the end of the file ({os.path.getsize(self.path)} bytes); "
+                            "copy the file again")
+        try:
             kwargs = {}
             if src.keyframe.compression in _JPEG_COMPRESSIONS:
                 kwargs = {"jpegtables": src.page.jpegtables, "jpegheader": getattr(src.keyframe, "jpegheader", None)}
             segment, _, _ = src.keyframe.decode(data, index, **kwargs)
         except Exception as err:  # noqa: BLE001 - codecs raise many types for corrupt data
             raise DataError(f"{self.path}: cannot read {region}: corrupt or unreadable tile {where} "
-                            f"({type(err).__name__}: {err})") from None
+                            f"({error_reason(err)})") from None
         if segment is None:
             return None
         return segment.reshape(segment.shape[-3:])  # (depth 1, rows, cols, samples) -> (rows, cols, samples)
@@ -309,3 +325,4 @@ class TiffSlide(ClosingSlide):
 
     def __repr__(self) -> str:
         return f"TiffSlide({str(self.path)!r}, levels={self.level_dimensions})"
+
