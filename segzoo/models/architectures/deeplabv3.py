@@ -9,6 +9,22 @@ upsampling to the input size. `decoder=True` adds the DeepLabV3+ decoder
 recovers the fine boundaries that small nuclei need. `decoder_stride=2` adds
 a second decoder stage, a 2x upsample fused with the stem's stride-2 features,
 so the class scores are upsampled 2x instead of 4x at the end.
+
+`context` chooses ASPP's context branch. "image" (the default, as in the paper and every model
+released before the option) averages the ASPP input over the whole input: the output at a pixel
+depends on everything the network is given, so a whole-slide chunk and a whole-image pass (or two
+tiles) disagree wherever the inputs differ. "window" averages it over a fixed window of about
+`context_window` input pixels (the training patch's size, 256 by default) around each position,
+stride 1: context_window / output_stride feature pixels, rounded up to an odd number
+(context_pool_size), as a row then a column average (equal to the square average, cheaper). At
+the borders it averages only the positions inside the input (TensorFlow's and ONNX AveragePool's
+count_include_pad=0), so the model is translation-equivariant: on a crop read on the stride grid
+it equals the whole-image pass except near the crop's edges, within the network's whole reach:
+half the window or the largest ASPP rate (36 x 8 = 288 px by default), whichever is larger, plus
+the backbone and decoder (measured: 415-422 px with the default rates, 240-245 px with rates
+1/2/3 and a 256 px window; README, "Architectures"). Both branches end in the same 1x1
+conv-BN-ReLU ("aspp_pool_proj"): the two models have the same weights under the same layer
+names (model.load_weights, which goes by layer order, does not map one onto the other; copy by name).
 """
 
 from __future__ import annotations
@@ -43,11 +59,22 @@ DEFAULTS = {
     "instance_maps": [],
     "instance_width": 16,
     "instance_layers": 1,
+    "context": "image",
+    "context_window": 256,
 }
+
+CONTEXTS = ("image", "window")
 
 
 def stride(*, output_stride: int, **_) -> int:
     return int(output_stride)
+
+
+def context_pool_size(context_window: int, output_stride: int) -> int:
+    """The window branch's pool side in feature pixels: context_window / output_stride, rounded up
+    to an odd number (a window centred on each position)."""
+    size = max(1, -(-int(context_window) // int(output_stride)))
+    return size if size % 2 else size + 1
 
 
 def _residual_block(x, filters: int, *, strides: int, dilation: int, name: str):
@@ -65,13 +92,18 @@ def _residual_block(x, filters: int, *, strides: int, dilation: int, name: str):
 def build(*, in_channels: int, num_classes: int, output_stride: int, backbone_filters,
           blocks_per_stage, aspp_filters: int, aspp_rates, decoder: bool,
           decoder_stride: int, dropout: float, instance_maps=(),
-          instance_width: int = 16, instance_layers: int = 1) -> keras.Model:
+          instance_width: int = 16, instance_layers: int = 1, context: str = "image",
+          context_window: int = 256) -> keras.Model:
     if output_stride not in (8, 16):
         raise ValueError(f"deeplabv3 output_stride must be 8 or 16, got {output_stride}")
     if len(backbone_filters) != 4 or len(blocks_per_stage) != 4:
         raise ValueError("deeplabv3 needs 4 backbone stages (backbone_filters, blocks_per_stage)")
     if decoder_stride not in (2, 4):
         raise ValueError(f"deeplabv3 decoder_stride must be 4 or 2, got {decoder_stride}")
+    if context not in CONTEXTS:
+        raise ValueError(f"deeplabv3 context must be one of {', '.join(CONTEXTS)}, got {context!r}")
+    if isinstance(context_window, bool) or not isinstance(context_window, int) or context_window < 1:
+        raise ValueError(f"deeplabv3 context_window must be a positive number of pixels, got {context_window!r}")
     rates = list(aspp_rates) if aspp_rates else ([12, 24, 36] if output_stride == 8 else [6, 12, 18])
 
     inputs = image_input(in_channels)
@@ -95,9 +127,15 @@ def build(*, in_channels: int, num_classes: int, output_stride: int, backbone_fi
     branches = [conv_bn_relu(x, aspp_filters, kernel_size=1, name="aspp_1x1")]
     for rate in rates:
         branches.append(conv_bn_relu(x, aspp_filters, dilation_rate=rate, name=f"aspp_rate{rate}"))
-    pooled = layers.GlobalAveragePooling2D(keepdims=True, name="aspp_pool")(x)
-    pooled = conv_bn_relu(pooled, aspp_filters, kernel_size=1, name="aspp_pool_proj")
-    branches.append(BroadcastToSpatial(name="aspp_pool_broadcast")([pooled, x]))
+    if context == "image":
+        pooled = layers.GlobalAveragePooling2D(keepdims=True, name="aspp_pool")(x)
+        pooled = conv_bn_relu(pooled, aspp_filters, kernel_size=1, name="aspp_pool_proj")
+        branches.append(BroadcastToSpatial(name="aspp_pool_broadcast")([pooled, x]))
+    else:
+        size = context_pool_size(context_window, output_stride)
+        pooled = layers.AveragePooling2D((size, 1), strides=1, padding="same", name="aspp_window_rows")(x)
+        pooled = layers.AveragePooling2D((1, size), strides=1, padding="same", name="aspp_window_cols")(pooled)
+        branches.append(conv_bn_relu(pooled, aspp_filters, kernel_size=1, name="aspp_pool_proj"))
     x = layers.Concatenate(name="aspp_concat")(branches)
     x = conv_bn_relu(x, aspp_filters, kernel_size=1, name="aspp_project")
     if dropout > 0:

@@ -1,6 +1,6 @@
 """What a slide run reports: a SlideSummary per slide (with its FailedChunks), and the run's
 summary table `<out>/segzoo_summary.csv` (one row per slide: slide, status, nuclei, tissue Mpx,
-seconds, error, ...)."""
+seconds, error, ..., duplicates dropped)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from segzoo.io.files import atomic_write_text
 
 SUMMARY_FILENAME = "segzoo_summary.csv"
 SUMMARY_COLUMNS = ("slide", "status", "nuclei", "tissue_mpx", "seconds", "chunks", "chunks_resumed",
-                   "failed_chunks", "error", "geojson")
+                   "failed_chunks", "error", "geojson", "duplicates_dropped")
 INTERRUPTED = "not finished: the run stopped before this slide was done; run the same command again to resume"
 
 
@@ -40,7 +40,8 @@ class SlideSummary:
     chunk cores planned, i.e. the tissue area processed; chunks_resumed: chunks found finished;
     error: why the slide has no outputs (None when it has them; see SlideSummary.failure), and
     argument: the Python argument that fixes it, when one does (SegzooError.argument);
-    outputs_seconds: of `seconds`, those spent writing the outputs.
+    outputs_seconds: of `seconds`, those spent writing the outputs; duplicates_dropped: nuclei found
+    again by a neighbouring chunk and not written (segzoo.slides.results.outputs).
     status: 'ok', 'partial' (some chunks unreadable, listed in failed) or 'error'."""
 
     slide: str
@@ -58,6 +59,7 @@ class SlideSummary:
     error: str | None = None
     argument: str | None = None
     outputs_seconds: float = 0.0
+    duplicates_dropped: int = 0
 
     @classmethod
     def failure(cls, slide: str, error: str, seconds: float = 0.0, tissue_mpx: float = 0.0,
@@ -79,7 +81,7 @@ class SlideSummary:
                 "tissue_mpx": round(self.tissue_mpx, 3), "seconds": round(self.seconds, 2), "chunks": self.chunks,
                 "chunks_resumed": self.chunks_resumed, "level": self.level, "scale": self.scale, "mpp": self.mpp,
                 "failed": [f.to_dict() for f in self.failed], "notes": self.notes, "status": self.status,
-                "error": self.error}
+                "error": self.error, "duplicates_dropped": self.duplicates_dropped}
 
 
 def write_summary(path: str | os.PathLike, summaries: Iterable[SlideSummary]) -> Path:
@@ -91,7 +93,7 @@ def write_summary(path: str | os.PathLike, summaries: Iterable[SlideSummary]) ->
         failed = "; ".join(f"({f.row}, {f.col}) level-0 x {f.box[0]}-{f.box[2]} y {f.box[1]}-{f.box[3]}: {f.error}"
                            for f in s.failed)
         writer.writerow([s.slide, s.status, s.nuclei, f"{s.tissue_mpx:.3f}", f"{s.seconds:.2f}", s.chunks,
-                         s.chunks_resumed, failed, s.error or "", s.outputs.get("geojson", "")])
+                         s.chunks_resumed, failed, s.error or "", s.outputs.get("geojson", ""), s.duplicates_dropped])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, buffer.getvalue())

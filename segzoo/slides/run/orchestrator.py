@@ -213,7 +213,11 @@ class SlideRun:
         try:
             outputs_start = time.perf_counter()
             thumb, thumb_ds = _thumbnail(job, slide)
-            nuclei = write_outputs(job.targets, _saved_results(job), thumb, thumb_ds, job.tissue, job.columns)
+            nuclei, duplicates = write_outputs(job.targets, _saved_results(job), thumb, thumb_ds, job.tissue,
+                                               job.columns, level0_per_working=job.grid.level0_per_working)
+            if duplicates:
+                log.info("%s: %d nuclei found again by a neighbouring chunk were written once (the earlier "
+                         "chunk's outline kept)", job.slide_name, duplicates)
             if state.failed:
                 path = write_failed_chunks(job.work / "failed_chunks.json", state.failed)
                 log.warning("%d of %d chunks of %s could not be read (listed in %s); the outputs lack them; "
@@ -230,7 +234,7 @@ class SlideRun:
             slide=job.slide_name, outputs=dict(job.targets), nuclei=nuclei, tissue_mpx=job.tissue_mpx,
             seconds=end - state.start, chunks=len(job.chunks), chunks_resumed=state.resumed, level=grid.level,
             scale=grid.scale, mpp=grid.mpp, failed=list(state.failed), notes=list(job.notes),
-            outputs_seconds=end - outputs_start)
+            outputs_seconds=end - outputs_start, duplicates_dropped=duplicates)
         self.progress.slide()
 
     def fail(self, index: int, job: SlideJob | None, err: BaseException, start: float) -> None:
