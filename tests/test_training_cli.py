@@ -491,3 +491,13 @@ def test_a_tile_brought_to_another_scale_keeps_its_nuclei():
     dice = 2 * (from_png & (half > 0)).sum() / (from_png.sum() + (half > 0).sum())
     assert from_png.shape == (49, 49) and dice > 0.9
     np.testing.assert_array_equal(scale_mask(labels > 0, 1.0), labels > 0)
+
+
+def test_paired_difference_reports_the_standard_error_of_the_mean_difference():
+    from segzoo.training.selection import paired_difference
+
+    d = paired_difference([0.6, 0.7, 0.8, 0.5], [0.55, 0.68, 0.79, 0.44])
+    assert d["n"] == 4 and d["mean"] == pytest.approx(0.035)
+    assert d["se"] == pytest.approx(np.std([0.05, 0.02, 0.01, 0.06], ddof=1) / 2)
+    with pytest.raises(ValueError, match="equal-length"):
+        paired_difference([0.1], [0.1, 0.2])

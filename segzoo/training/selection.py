@@ -86,7 +86,8 @@ def tune_postprocessing(folder: str | Path, data: str | Path, scale: float | Non
     instance labels (the config's provenance names them): watershed_min_distance for a model
     without instance maps; the instance map and marker_threshold for one with them (so two maps
     trained side by side are compared on validation here). Stores the choice, and every
-    setting's AJI and PQ, in config.json. scale: model pixels per tile pixel (the tiles and their
+    setting's AJI and PQ (and each setting's AJI per image, in `images` order, for paired
+    comparisons: paired_difference), in config.json. scale: model pixels per tile pixel (the tiles and their
     instance labels are compared at the model's scale, as in training); None: the model's own,
     config.training_scale()."""
     from segzoo.models.folders import load_model
@@ -99,24 +100,38 @@ def tune_postprocessing(folder: str | Path, data: str | Path, scale: float | Non
         log.info("no validation tiles with XML instances: keeping watershed_min_distance %d",
                  config.postprocessing.watershed_min_distance)
         return None
+    samples.sort(key=lambda s: s.stem)
     loaded = [load_sample(s, config.training_scale() if scale is None else scale) for s in samples]
     outputs = predict_outputs(model, config, [s.image for s in loaded], False)
     settings = instance_settings(config)
-    aji, pq = {}, {}
+    aji, pq, per_image = {}, {}, {}
     original = config.postprocessing
     for setting in settings:
         config.postprocessing = dataclasses.replace(original, **setting)
         labels = [outputs_to_instances(out, config)[2] for out in outputs]
-        aji[setting_key(setting)] = float(np.mean([aggregated_jaccard_index(s.labels, p)
-                                                   for s, p in zip(loaded, labels)]))
+        per_image[setting_key(setting)] = [aggregated_jaccard_index(s.labels, p) for s, p in zip(loaded, labels)]
+        aji[setting_key(setting)] = float(np.mean(per_image[setting_key(setting)]))
         pq[setting_key(setting)] = float(np.mean([panoptic_quality(s.labels, p)["pq"]
                                                   for s, p in zip(loaded, labels)]))
     best = max(settings, key=lambda st: (aji[setting_key(st)], -settings.index(st)))
     config.postprocessing = dataclasses.replace(original, **best)
     config.provenance["postprocessing_selection"] = {
         "split": "validation", "images": sorted(s.stem for s in samples), "chosen": setting_key(best),
-        "aji": {k: round(v, 5) for k, v in aji.items()}, "pq": {k: round(v, 5) for k, v in pq.items()}}
+        "aji": {k: round(v, 5) for k, v in aji.items()}, "pq": {k: round(v, 5) for k, v in pq.items()},
+        "aji_per_image": {k: [round(v, 5) for v in values] for k, values in per_image.items()}}
     config.save(folder / CONFIG_FILENAME)
     log.info("post-processing %s chosen on %d validation tile(s) (AJI %.4f, PQ %.4f)", setting_key(best),
              len(samples), aji[setting_key(best)], pq[setting_key(best)])
     return aji
+
+
+def paired_difference(first: list[float], second: list[float]) -> dict:
+    """Mean of the per-image differences first - second, its standard error (sample standard
+    deviation / sqrt(n)) and n: how a choice between two settings scored on the same images is
+    reported."""
+    a, b = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape or len(a) == 0:
+        raise ValueError(f"paired_difference needs two equal-length non-empty lists, got {len(first)} and {len(second)}")
+    d = a - b
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return {"mean": float(d.mean()), "se": se, "n": len(d)}
