@@ -1,5 +1,5 @@
-"""segzoo.load(): one call from a zoo name, an hf:// URI, a model folder or an .onnx file to a
-Predictor. segzoo.zoo.sources finds the files and chooses the runtime; this module builds the
+"""segzoo.load(): one call from a zoo name, an hf:// URI, a model folder, an .onnx file or a bioimage.io
+package to a Predictor. segzoo.zoo.sources finds the files and chooses the runtime; this module builds the
 runtime's runner (segzoo.runtime) and hands it to the Predictor (segzoo.predict).
 
 One config wins: a model folder's config.json is the model's config for every runtime
@@ -19,6 +19,7 @@ from segzoo.predict.source import ModelSource
 from segzoo.runtime.keras import keras_folder_runner
 from segzoo.runtime.onnx import onnx_runner
 from segzoo.runtime.onnx_format import read_segzoo_onnx
+from segzoo.zoo.bioimageio import package_predictor
 from segzoo.zoo.sources import PRECISIONS, RUNTIMES, resolve
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,8 @@ def load(source: str | os.PathLike, *, runtime: str = "auto", revision: str | No
          cache_dir: str | os.PathLike | None = None, precision: str = "fp32",
          threads: int | None = None) -> Predictor:
     """A Predictor for `source`: a zoo name (see list_models()), 'hf://org/repo[@revision]',
-    a local model folder (config.json + model.weights.h5 and/or model.onnx) or an .onnx file.
+    a local model folder (config.json + model.weights.h5 and/or model.onnx), an .onnx file or a bioimage.io
+    package ("PKG.zip", "rdf.yaml" or its folder: ONNX weights on onnxruntime, see segzoo.zoo.bioimageio).
 
     runtime: 'auto' (onnxruntime when the model has the ONNX file, else Keras), 'keras' or
     'onnx'. precision='int8' runs the model's int8 ONNX file (model.int8.onnx, shipped with the
@@ -83,6 +85,8 @@ def load(source: str | os.PathLike, *, runtime: str = "auto", revision: str | No
     if revision and text.startswith("hf://") and "@" not in text:
         text = f"{text}@{revision}"
     origin = ModelSource(text, precision, model.runtime)
+    if model.package is not None:
+        return package_predictor(model.package, threads=threads, source=origin)
     if model.runtime == "onnx":
         return onnx_predictor(model.onnx_file, model.config, config_source=model.config_source, threads=threads,
                               source=origin)

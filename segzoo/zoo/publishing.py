@@ -1,13 +1,17 @@
-"""Validate a zoo folder, publish it to the Hugging Face Hub (`segzoo publish`), and pin its
-files in the zoo registry (after a publish, or a release: scripts/release.py).
+"""Validate a zoo folder, publish it to the Hugging Face Hub (`segzoo publish`, optionally with its
+bioimage.io package beside the model), and pin its files in the zoo registry (after a publish, or a
+release: scripts/release.py).
 
 Imports no Keras: loading the weights to check them is the caller's (the CLI passes
 segzoo.models.folders.load_model as `check_weights`)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +30,7 @@ REQUIRED_CARD_FIELDS = {"license": "cc-by-nc-sa-4.0", "library_name": "keras", "
 
 RELEASE_FILES = (CONFIG_FILENAME, WEIGHTS_FILENAME, *ONNX_FILENAMES.values())
 """The files of a zoo folder the registry pins (the rest: card, metrics, logs, figure)."""
+BIOIMAGEIO_SUFFIX = ".bioimageio.zip"  # `segzoo publish --bioimageio`: the package beside the model
 
 
 def validate_folder(folder: str | Path, *, check_weights: Callable[[Path], object] | None = None) -> dict:
@@ -51,7 +56,7 @@ def validate_folder(folder: str | Path, *, check_weights: Callable[[Path], objec
         raise ModelError(f"{card_path}: model card missing")
     try:
         card = ModelCard.load(card_path)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 -- the YAML parser's errors and huggingface_hub's own
         raise ModelError(f"{card_path}: card metadata does not parse ({type(err).__name__}: {err})") from None
     meta = card.data.to_dict()
     for key, value in REQUIRED_CARD_FIELDS.items():
@@ -73,14 +78,40 @@ def validate_folder(folder: str | Path, *, check_weights: Callable[[Path], objec
     return {p.name: sha256_of(p) for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
 
 
+def bioimageio_filename(folder: str | Path) -> str:
+    """The name a zoo folder's bioimage.io package gets beside the model in its Hub repo."""
+    return f"{Path(folder).name}{BIOIMAGEIO_SUFFIX}"
+
+
+def check_bioimageio_package(folder: str | Path, package: str | Path) -> None:
+    """ModelError unless `package` is a bioimage.io package of this zoo folder: its config.segzoo is the
+    folder's config.json and its ONNX weights are the folder's model.onnx (read with PyYAML, no network)."""
+    from segzoo.zoo.bioimageio import read_package
+
+    folder, package = Path(folder), Path(package)
+    model = read_package(package)
+    if model.config.to_dict() != ModelConfig.load(folder / CONFIG_FILENAME).to_dict():
+        raise ModelError(f"{package}: config.segzoo is not {folder / CONFIG_FILENAME}; rebuild the package")
+    onnx_path = folder / ONNX_FILENAMES["fp32"]
+    if not onnx_path.is_file() or hashlib.sha256(model.onnx).hexdigest() != sha256_of(onnx_path):
+        raise ModelError(f"{package}: its ONNX weights are not {onnx_path}; rebuild the package")
+
+
 def publish(folder: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
-            dry_run: bool = False, api=None, check_weights: Callable[[Path], object] | None = None) -> dict:
-    """Upload every file of a validated folder to `repo_id` in one commit.
+            dry_run: bool = False, api=None, check_weights: Callable[[Path], object] | None = None,
+            bioimageio_package: str | Path | None = None) -> dict:
+    """Upload every file of a validated folder to `repo_id` in one commit; with `bioimageio_package`
+    (segzoo.export.bioimageio's zip of this folder, checked by check_bioimageio_package) also that
+    package, as <name>.bioimageio.zip beside the model.
 
     Returns {"repo_id", "revision", "commit_url", "files"}: the values to pin in
-    segzoo/zoo_registry.json. With dry_run nothing is sent.
+    segzoo/zoo_registry.json (files: the folder's, and the package's when given). With dry_run
+    nothing is sent.
     """
     files = validate_folder(folder, check_weights=check_weights)
+    if bioimageio_package is not None:
+        check_bioimageio_package(folder, bioimageio_package)
+        files[bioimageio_filename(folder)] = sha256_of(bioimageio_package)
     result = {"repo_id": repo_id, "revision": None, "commit_url": None, "files": files}
     if dry_run:
         return result
@@ -91,9 +122,15 @@ def publish(folder: str | Path, repo_id: str, *, private: bool = False, revision
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     if revision:
         api.create_branch(repo_id, branch=revision, exist_ok=True)
-    info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision,
-                             commit_message=f"segzoo publish {Path(folder).name}",
-                             ignore_patterns=[".*"], repo_type="model")
+    with tempfile.TemporaryDirectory(prefix="segzoo-publish-") as staging:
+        upload = Path(folder)
+        if bioimageio_package is not None:  # one commit: the folder's files and the package, staged together
+            upload = Path(staging) / Path(folder).name
+            shutil.copytree(folder, upload, ignore=shutil.ignore_patterns(".*"))
+            shutil.copy2(bioimageio_package, upload / bioimageio_filename(folder))
+        info = api.upload_folder(repo_id=repo_id, folder_path=str(upload), revision=revision,
+                                 commit_message=f"segzoo publish {Path(folder).name}",
+                                 ignore_patterns=[".*"], repo_type="model")
     result["revision"] = info.oid
     result["commit_url"] = info.commit_url
     return result

@@ -1,5 +1,5 @@
 """Where a model's files are: ONE place that turns a source (a zoo name, 'hf://org/repo[@rev]', a
-model folder or an .onnx file) into a local folder holding the files a runtime needs
+model folder, an .onnx file or a bioimage.io package) into a local folder holding the files a runtime needs
 (segzoo.zoo.registry.runtime_files), chooses the runtime for runtime='auto', and reads the
 folder's config.json (folder_config).
 
@@ -8,7 +8,9 @@ from the copy bundled inside the package when the Hub cannot be reached and noth
 does not hold the repo, or serves a file that fails its pin. An hf:// repo runs on onnxruntime
 when it holds the ONNX file (its file list, or offline what is cached, decides), so the
 TensorFlow-free install loads it. One config wins: a folder's config.json is the model's
-config for every runtime and precision; zoo names and hf:// fetch it with the ONNX file.
+config for every runtime and precision; zoo names and hf:// fetch it with the ONNX file. A bioimage.io
+package (a zip, an rdf.yaml or a folder with one and no config.json) runs its ONNX weights on
+onnxruntime in fp32 (segzoo.zoo.bioimageio reads it).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from segzoo.config import CONFIG_FILENAME, ONNX_FILENAMES, WEIGHTS_FILENAME, Mod
 from segzoo.errors import ChecksumError, ConfigError, ModelError, RunError, SegzooError, UnknownNameError, UsageError
 from segzoo.models.architectures import list_architectures
 from segzoo.zoo import hub, registry
+from segzoo.zoo.bioimageio import is_package
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +58,15 @@ def choose_runtime(runtime: str, precision: str, has_onnx: bool) -> str:
 class ResolvedModel:
     """A source resolved for one runtime: `folder` holds the files it needs; `onnx_file` is the
     file the ONNX runtime runs (None for Keras); `config` is the folder's config.json (None for
-    a bare .onnx file, whose embedded config serves), named `config_source` in messages."""
+    a bare .onnx file, whose embedded config serves), named `config_source` in messages; `package` is a
+    bioimage.io package (its rdf.yaml and ONNX weights are the model; onnx_file and config are None)."""
 
     folder: Path
     runtime: str
     onnx_file: Path | None
     config: ModelConfig | None
     config_source: str
+    package: Path | None = None
 
 
 def folder_config(folder: Path) -> ModelConfig | None:
@@ -96,6 +101,17 @@ def _in_folder(folder: Path, runtime: str, precision: str) -> ResolvedModel:
     return ResolvedModel(folder, "keras", None, config, config_source)
 
 
+def _package(path: Path, runtime: str, precision: str) -> ResolvedModel:
+    """A bioimage.io package, which runs its ONNX weights on onnxruntime in fp32."""
+    if runtime not in ("auto", "onnx"):
+        raise UsageError(f"{path}: a bioimage.io package runs its ONNX weights on onnxruntime; use runtime "
+                         "'onnx' or 'auto'", argument="runtime")
+    if precision != "fp32":
+        raise UsageError(f"{path}: a bioimage.io package holds fp32 weights; use precision 'fp32'",
+                         argument="precision")
+    return ResolvedModel(path.parent if path.is_file() else path, "onnx", None, None, str(path), package=path)
+
+
 def _from_hub(uri: str, runtime: str, precision: str, revision: str | None,
               cache_dir: str | os.PathLike | None) -> ResolvedModel:
     repo_id, uri_revision = parse_hf_uri(uri)
@@ -127,12 +143,15 @@ def resolve(source: str | os.PathLike, *, runtime: str = "auto", precision: str 
     """The model `source` names, resolved for `runtime` ('auto', 'keras' or 'onnx') and
     `precision` ('fp32' or 'int8', which runs on onnxruntime): a zoo name (list_models()),
     'hf://org/repo[@revision]', a model folder (config.json + model.weights.h5 and/or
-    model.onnx) or an .onnx file. Errors name the source and what is missing."""
+    model.onnx), an .onnx file or a bioimage.io package (a zip, an rdf.yaml, or a folder holding one
+    and no config.json). Errors name the source and what is missing."""
     check_choice(runtime, precision)
     text = os.fspath(source)
     if text.startswith("hf://"):
         return _from_hub(text, runtime, precision, revision, cache_dir)
     path = Path(text)
+    if is_package(path) and not (path / CONFIG_FILENAME).is_file():
+        return _package(path, runtime, precision)
     if path.is_dir():
         if not (path / CONFIG_FILENAME).is_file() and not (path / ONNX_FILENAMES["fp32"]).is_file():
             raise ModelError(f"{path}: not a model folder (no {CONFIG_FILENAME} or model.onnx)")
@@ -148,7 +167,8 @@ def resolve(source: str | os.PathLike, *, runtime: str = "auto", precision: str 
             return _in_folder(path.parent, "onnx", by_name[path.name])
         return ResolvedModel(path.parent, "onnx", path, None, str(path))
     if path.exists() or os.sep in text or text.startswith("."):
-        raise UsageError(f"{text}: not a model folder, an .onnx file, a zoo name or an hf:// URI")
+        raise UsageError(f"{text}: not a model folder, an .onnx file, a bioimage.io package, a zoo name or an "
+                         "hf:// URI")
     entry = registry.get_entry(text)
     choice = choose_runtime(runtime, precision, ONNX_FILENAMES[precision] in entry.files)
     if precision == "int8" and ONNX_FILENAMES["int8"] not in entry.files:
