@@ -153,6 +153,13 @@ def update_registry(name: str, result: dict, registry_file: str | Path | None = 
 
 
 
+def magnification(folder: str | Path) -> str:
+    """'40x' / '20x' (10 / resolution.mpp, the scanners' convention) of a zoo folder's config.json, or
+    'scale unknown' without a resolution."""
+    mpp = ModelConfig.load(folder).resolution.mpp
+    return "scale unknown" if mpp is None else f"{round(10.0 / mpp)}x"
+
+
 def pin_release(folder: str | Path, name: str, *, architecture: str, repo_id: str | None = None,
                 registry_file: str | Path | None = None) -> Path:
     """Pin the sha256 of each released file of zoo folder `folder` (RELEASE_FILES present) as zoo
@@ -168,6 +175,6 @@ def pin_release(folder: str | Path, name: str, *, architecture: str, repo_id: st
         "revision": previous.get("revision") if previous.get("files") == files else None,
         "files": files, "architecture": architecture,
         "license": "cc-by-nc-sa-4.0",
-        "description": f"{architecture} trained on MoNuSeg 2018 (H&E nuclei, 40x)"}
+        "description": f"{architecture} trained on MoNuSeg 2018 (H&E nuclei, {magnification(folder)})"}
     atomic_write_text(path, json.dumps(registry, indent=2) + "\n")
     return path
