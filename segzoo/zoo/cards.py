@@ -195,6 +195,14 @@ def render(folder: Path) -> str:
                 "model saw the validation tiles, so their Dice would favour the first epochs)"
                 if str(prov.get("selection", "")).startswith("last epoch (--keep")
                 else f"Best validation\nDice at epoch {best_epoch} of {len(log_rows)}")
+    mpp = (config.get("resolution") or {}).get("mpp")
+    magnification = "scale unknown" if mpp is None else f"{round(10.0 / mpp)}x"
+    data_mpp = prov.get("data_mpp")
+    scale_text = ("" if data_mpp is None or mpp is None else
+                  f" The tiles ({data_mpp} um/px) were brought to the model's {mpp} um/px before training "
+                  "(images by the slide path's antialiased resampling, XML polygons rasterised on the new grid, "
+                  "PNG-only masks area-resampled then 0.5); validation, threshold and post-processing worked at "
+                  "that scale.")
     patches_per_s = sorted(float(r["patches_per_s"]) for r in log_rows)[len(log_rows) // 2] if log_rows else 0
     fmt = lambda v: f"{v:.4f}"
     limits = ("Touching nuclei are separated by\n  post-processing only (the network predicts a single foreground map), "
@@ -242,7 +250,7 @@ model-index:
   results:
   - task:
       type: image-segmentation
-      name: Nuclei segmentation (H&E, 40x)
+      name: Nuclei segmentation (H&E, {magnification})
     dataset:
       type: monuseg-2018
       name: MoNuSeg 2018 official test set (14 images)
@@ -254,7 +262,7 @@ model-index:
 # {name}
 
 {arch_text}, trained by [segzoo](https://github.com/segzoo/segzoo) on the 30 MoNuSeg 2018
-training tiles to segment cell nuclei in H&E-stained tissue at 40x. {_outputs_text(config)}
+training tiles to segment cell nuclei in H&E-stained tissue at {magnification}{'' if mpp is None else f' ({mpp} um/px)'}. {_outputs_text(config)}
 
 ## Use
 
@@ -269,8 +277,9 @@ overlay, CSV of per-nucleus measurements).
 
 ## Intended use and limitations
 
-- Research on H&E-stained histology at 40x (about 0.25 um/pixel), like MoNuSeg's TCGA tiles.
-  Other stains, magnifications or scanners need validation or fine-tuning first.
+- Research on H&E-stained histology at {magnification} (about {mpp} um/pixel){', like MoNuSeg' + chr(39) + 's TCGA tiles' if mpp == 0.25 else ''}.
+  Other stains or scanners need validation or fine-tuning first; whole slides at another scale are
+  resampled to it (segzoo predict reads the pyramid level nearest the model's scale).
 - **Not for diagnosis** or any clinical decision.
 - Trained on {n_train} tiles (about {n_train} megapixels) from 7 organs; expect lower accuracy on unseen
   organs and on dense, overlapping or out-of-focus nuclei. {limits}
@@ -280,7 +289,7 @@ overlay, CSV of per-nucleus measurements).
 MoNuSeg 2018 training set (Kumar et al., IEEE TMI 2017 and 2020): 30 tiles of 1000x1000. Ground
 truth: the XML polygons where present (13 tiles), otherwise the released binary masks (17 tiles);
 pixel (row r, column c) is nucleus when the point (x=c, y=r) lies inside a polygon (a centre on the
-outline by the top-left rule). {_split_text(prov, validation_rows)}
+outline by the top-left rule).{scale_text} {_split_text(prov, validation_rows)}
 The test set was used only for the final numbers below.
 
 ## Training
