@@ -14,6 +14,7 @@ module's imports, parsed with ast (module level and inside functions alike):
 - nothing below the zoo (foundation, io, predict, runtime, models, datasets) imports it;
 - segzoo.io imports no other segzoo package (every layer may use it);
 - nothing but segzoo.cli imports segzoo.cli;
+- only segzoo.napari (the napari plugin) imports napari, a Qt binding or magicgui, and nothing imports it;
 - no module is longer than 400 lines, and none is named utils, misc or helpers.
 
 And a TensorFlow-free process loads a zoo model and predicts.
@@ -204,6 +205,18 @@ def test_io_imports_no_other_segzoo_package():
 def test_only_the_cli_imports_the_cli():
     bad = [str(imp) for imp in IMPORTS if _in(imp.target, ("segzoo.cli",)) and not _in(imp.module, ("segzoo.cli",))]
     assert not bad, "\n".join(bad)
+
+
+GUI = ("napari", "qtpy", "magicgui", "superqt", "vispy", "npe2", "PyQt5", "PyQt6", "PySide2", "PySide6")
+
+
+def test_only_the_napari_plugin_imports_napari_or_qt():
+    """segzoo without the napari extra never needs napari or Qt: only segzoo.napari imports them (or
+    magicgui), and no other module imports segzoo.napari."""
+    bad = [str(imp) for imp in IMPORTS if not _in(imp.module, ("segzoo.napari",))
+           and (_in(imp.target, GUI) or _in(imp.target, ("segzoo.napari",)))]
+    assert not bad, "\n".join(bad)
+    assert any(_in(imp.target, ("napari",)) for imp in IMPORTS if _in(imp.module, ("segzoo.napari",)))
 
 
 def test_no_module_is_longer_than_400_lines():
