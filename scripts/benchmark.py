@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slide-models", nargs="+", default=None, help="models for the slide rows (default: --models)")
     p.add_argument("--slide-precisions", nargs="+", default=["fp32", "int8"], choices=["fp32", "int8"])
     p.add_argument("--slide-dask-model", default=None,
-                   help="model for the Dask rows (1 worker x 2 threads, 2 workers x 1 thread; default: the first)")
+                   help="model for the Dask rows (1 worker x 2 threads, 2 workers x 1 thread; default: the first; none: no Dask rows)")
     p.add_argument("--slide-accuracy", nargs="+", default=None, metavar="MODEL",
                    help="also score these models (int8) on the MoNuSeg test tiles laid out as a 40x slide and "
                         "its 20x copy (segzoo.evaluation.slide_accuracy)")
@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         result["slide"] = run_slide_benchmark({m: zoo_folder(m) for m in args.slide_models or models}, tiles,
                                               result["tile"], args.slide_dir, side=args.slide,
                                               precisions=tuple(args.slide_precisions),
-                                              dask_model=args.slide_dask_model or models[0])
+                                              dask_model=None if args.slide_dask_model == "none" else
+                                              args.slide_dask_model or models[0])
         result["meta"].update(slide_side=args.slide, tissue_fraction=0.5)
         table += "\n" + slide_markdown(result["slide"], result["meta"])
     if args.slide_accuracy:

@@ -105,6 +105,11 @@ def measure_slide(folder: Path, precision: str, slide: Path, out: Path, *, worke
     row.update(tissue_mpx=summary.tissue_mpx, nuclei=summary.nuclei, chunks=summary.chunks,
                level=summary.level, scale=summary.scale, failed_chunks=len(summary.failed))
     row["mpx_per_s"] = summary.tissue_mpx / row["seconds"]
+    model_mpp = predictor.config.resolution.mpp
+    if model_mpp is not None:  # tissue area in mm^2: comparable across models of different scales
+        row["model_mpp"] = model_mpp
+        row["tissue_mm2"] = summary.tissue_mpx * model_mpp ** 2
+        row["mm2_per_s"] = row["tissue_mm2"] / row["seconds"]
     return row
 
 
@@ -174,9 +179,11 @@ def slide_markdown(rows: list[dict], meta: dict) -> str:
              "(MPP 0.5, read through resampling); end to end from opening the slide to the GeoJSON, CSV and "
              "thumbnail written; one fresh process per row (workers: a local Dask cluster of that many "
              "processes, peak RSS of the largest worker)."), "",
-             ("| model | precision | slide | workers | tissue Mpx | s | tissue Mpx/s | single tile Mpx/s "
+             ("Tissue Mpx are pixels at the model's scale (0.25 um/px for 40x models, 0.5 for 20x ones); tissue mm^2/s "
+              "compares models of different scales."), "",
+             ("| model | precision | slide | workers | tissue Mpx | s | tissue Mpx/s | tissue mm^2/s | single tile Mpx/s "
              "| slide / tile | nuclei | outputs s (% of total) | peak RSS MB |"),
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     at_40x = {(r["model"], r["precision"]): r["nuclei"] for r in rows if "40x" in r["slide"] and not r["workers"]}
     for r in rows:
         nuclei = str(r["nuclei"])
@@ -188,7 +195,8 @@ def slide_markdown(rows: list[dict], meta: dict) -> str:
         ratio = f"{r['mpx_per_s'] / tile:.2f}x" if tile else "-"
         outputs = (f"{r['outputs_seconds']:.1f} ({100 * r['outputs_seconds'] / r['seconds']:.0f}%)"
                    if "outputs_seconds" in r else "-")
+        mm2 = f"{r['mm2_per_s']:.3f}" if "mm2_per_s" in r else "-"
         lines.append(f"| {r['model']} | {r['precision']} | {r['slide']} | {workers} | {r['tissue_mpx']:.0f} "
-                     f"| {r['seconds']:.1f} | {r['mpx_per_s']:.2f} | {f'{tile:.2f}' if tile else '-'} | {ratio} "
+                     f"| {r['seconds']:.1f} | {r['mpx_per_s']:.2f} | {mm2} | {f'{tile:.2f}' if tile else '-'} | {ratio} "
                      f"| {nuclei} | {outputs} | {r['peak_rss_mb']:.0f} |")
     return "\n".join(lines) + "\n"
