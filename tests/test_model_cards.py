@@ -187,3 +187,10 @@ def test_card_names_the_software_that_trained_and_released_the_model():
     assert released.startswith("Released (evaluation, ONNX export) with `python scripts/release.py runs/u")
     assert released.endswith("Keras backend tensorflow; Python 3.11.7; git commit `0123456789ab`.")
     assert cards._environment_text({"command": "segzoo train"}) == ""
+
+
+def test_the_card_names_every_instance_map_and_decoding():
+    from segzoo.config import INSTANCE_DECODINGS, INSTANCE_MAPS
+    from segzoo.zoo.cards import MAP_NAMES
+
+    assert set(INSTANCE_MAPS) | set(INSTANCE_DECODINGS) <= set(MAP_NAMES)

@@ -129,7 +129,9 @@ def _instance_errors_text(errors: dict | None) -> str:
             f"{errors['unmatched']} ({100 * errors['unmatched_rate']:.1f}%) touch no annotated nucleus.\n\n")
 
 
-MAP_NAMES = {"distance": "normalised distance", "boundary": "boundary"}
+MAP_NAMES = {"distance": "normalised distance", "boundary": "boundary", "horizontal": "HoVer-Net horizontal",
+             "vertical": "HoVer-Net vertical", "hv": "HoVer-Net horizontal and vertical"}
+"""How the card names each instance map and decoding (segzoo.config.INSTANCE_MAPS, INSTANCE_DECODINGS)."""
 
 
 def _outputs_text(config: dict) -> str:
@@ -145,7 +147,7 @@ def _outputs_text(config: dict) -> str:
     used = post.get("instance_map")
     how = ("connected components split by a distance-transform watershed, which beat the learned maps on "
            "validation" if used is None else
-           f"connected components split by a watershed on the learned {MAP_NAMES[used]} map, one marker per "
+           f"connected components split by a watershed on the learned {MAP_NAMES[used]} map{'s' if used == 'hv' else ''}, one marker per "
            f"region where its centre score is >= {post['marker_threshold']}")
     return (f"It outputs a per-pixel\nnucleus probability and learned instance maps, {listed}, in one tensor "
             f"(channel 0, then the maps); segzoo's predictor turns them into {threshold} ({how}).")
