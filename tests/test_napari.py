@@ -25,6 +25,11 @@ import pytest
 
 from segzoo.io.images import read_image, sample_image_path
 
+# Mesa's llvmpipe (the software OpenGL under Xvfb) and TensorFlow each bring an LLVM; with TensorFlow
+# loaded earlier in the same test process (the training tests), napari's first glClear segfaults in
+# llvmpipe. softpipe, Mesa's other software rasteriser, has no LLVM. Read when the first GL context is made.
+os.environ.setdefault("GALLIUM_DRIVER", "softpipe")
+
 MODEL = "unet-monuseg"
 PRECISION = "int8"  # the fastest zoo path on CPU
 RUN_TIMEOUT_MS = 120_000
