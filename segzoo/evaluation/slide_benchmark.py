@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -79,6 +78,7 @@ def measure_slide(folder: Path, precision: str, slide: Path, out: Path, *, worke
     import segzoo
     from segzoo.slides.options import SlideOptions
     from segzoo.slides.run.orchestrator import dask_executor, predict_slides
+    from segzoo.slides.run.worker import peak_rss
 
     model = folder / PRECISION_FILES[precision]
     row: dict = {"precision": precision, "slide": slide.name, "workers": workers}
@@ -99,7 +99,7 @@ def measure_slide(folder: Path, precision: str, slide: Path, out: Path, *, worke
         [summary] = predict_slides(predictor, [slide], out, options=options)
         row["seconds"] = time.perf_counter() - start
         row["outputs_seconds"] = summary.outputs_seconds
-        row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        row["peak_rss_mb"] = peak_rss() / 2**20
     if summary.error:
         raise RuntimeError(f"{slide}: {summary.error}")
     row.update(tissue_mpx=summary.tissue_mpx, nuclei=summary.nuclei, chunks=summary.chunks,

@@ -166,6 +166,16 @@ def chunk_task(model: ModelSource, fingerprint: list[float] | None, host_threads
 
 
 def peak_rss() -> int:
-    """Peak resident memory of this process so far, in bytes."""
+    """Peak resident memory of this process so far, in bytes: Linux's VmHWM (the high-water mark of
+    this process's own memory), else getrusage's ru_maxrss. ru_maxrss alone is not this process's:
+    Linux carries it across fork and exec, so a child started by a process that once held 10 GB
+    reports 10 GB (seen in the slide benchmark, whose parent builds the 20000 px slide)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)  # macOS: bytes, Linux: KiB
