@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -14,6 +15,8 @@ os.environ.pop("HF_TOKEN", None)
 
 import numpy as np
 import pytest
+
+_EXIT_STATUS = pytest.StashKey[int]()
 
 # Tiny configs keep the suite fast. A newly registered architecture without an
 # entry here is still tested, with its defaults.
@@ -91,3 +94,19 @@ def real_monuseg() -> Path:
     if not (path / "train").is_dir() or not (path / "test").is_dir():
         pytest.skip(f"SEGZOO_MONUSEG={value} has no train/ and test/ folders")
     return path
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """With napari's Qt/OpenGL and TensorFlow loaded in one test process, the interpreter's exit
+    aborts in their native teardown ("free(): invalid pointer", exit 134) after every test has passed
+    and been reported. The results are final here, so leave without that teardown, keeping pytest's
+    exit status."""
+    if "napari" in sys.modules and "tensorflow" in sys.modules:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(config.stash.get(_EXIT_STATUS, 0))
