@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from segzoo.config import ModelConfig
-from segzoo.datasets.monuseg import MONUSEG_MPP, discover_samples, load_sample, polygon_interior, scale_image
+from segzoo.datasets.monuseg import MONUSEG_MPP, discover_samples, load_sample, rasterize_regions, scale_image
 from segzoo.evaluation.metrics import (
     PixelCounts,
     aggregated_jaccard_index,
@@ -70,12 +70,7 @@ def labels_on_grid(labels: np.ndarray, factor: float, shape: tuple[int, int]) ->
     from segzoo.io.measurements import nucleus_table
 
     table = nucleus_table(labels, scale=factor)
-    out = np.zeros(shape, np.int32)
-    offsets = table.ring_offsets
-    for i in range(len(offsets) - 1):
-        rr, cc = polygon_interior(table.vertices[offsets[i]:offsets[i + 1]], shape)
-        out[rr, cc] = i + 1
-    return out
+    return rasterize_regions([table.ring(i) for i in range(len(table.ring_offsets) - 1)], shape)[0]
 
 
 def _probability_on_grid(prob: np.ndarray, factor: float, shape: tuple[int, int]) -> np.ndarray:

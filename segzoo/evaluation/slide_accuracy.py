@@ -67,17 +67,11 @@ def geojson_labels(path: str | os.PathLike, shape: tuple[int, int], to_grid: flo
     """int32 labels on a grid of `shape` from a segzoo GeoJSON's polygons (level-0 points of the
     slide that was read, mapped to the grid by (v + 0.5) * to_grid - 0.5), filled with the ground
     truth's rule in file order (a later nucleus owns shared pixels)."""
-    from segzoo.datasets.monuseg import polygon_interior
+    from segzoo.datasets.monuseg import rasterize_regions, scale_polygons
 
     features = json.loads(Path(path).read_text(encoding="utf-8"))["features"]
-    labels = np.zeros(shape, np.int32)
-    for i, feature in enumerate(features, start=1):
-        ring = np.asarray(feature["geometry"]["coordinates"][0], dtype=np.float64)
-        if to_grid != 1.0:
-            ring = (ring + 0.5) * to_grid - 0.5
-        rr, cc = polygon_interior(ring, shape)
-        labels[rr, cc] = i
-    return labels
+    rings = [np.asarray(f["geometry"]["coordinates"][0], dtype=np.float64) for f in features]
+    return rasterize_regions(scale_polygons(rings, to_grid), shape)[0]
 
 
 def score_tiles(labels: np.ndarray, test_folder: str | os.PathLike, tiles: list) -> dict:

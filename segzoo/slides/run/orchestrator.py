@@ -185,7 +185,7 @@ class SlideRun:
         state = SlideState(index, job, start, len(pending), len(job.chunks) - len(pending))
         if state.resumed:
             log.info("%s: resuming, %d of %d chunks already done", job.slide_name, state.resumed, len(job.chunks))
-        self.progress.planned(job)
+        self.progress.planned(job, pending)
         return state
 
     def chunk_done(self, state: SlideState, chunk: Chunk, nuclei: int | None, error: str | None = None) -> None:

@@ -22,10 +22,11 @@ class RunProgress:
     def _postfix(self) -> None:
         self.bar.set_postfix_str(f"{self.done}/{self.slides} slides, {self.nuclei} nuclei", refresh=False)
 
-    def planned(self, job: SlideJob) -> None:
-        """A slide was planned: its tissue joins the total, its finished chunks count as done."""
+    def planned(self, job: SlideJob, pending: list[Chunk]) -> None:
+        """A slide was planned: its tissue joins the total, its finished chunks (all but `pending`,
+        job.pending() as the caller found it) count as done."""
         self.bar.total += sum(c.core_pixels for c in job.chunks)
-        done = sum(c.core_pixels for c in job.chunks) - sum(c.core_pixels for c in job.pending())
+        done = sum(c.core_pixels for c in job.chunks) - sum(c.core_pixels for c in pending)
         self.bar.update(done)
         self.bar.refresh()
 
