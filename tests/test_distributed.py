@@ -62,6 +62,7 @@ def reference(slides, predictor, tmp_path_factory) -> dict[str, dict[str, bytes]
     summaries = _run(predictor, [slides], out)
     assert [Path(s.slide).name for s in summaries] == ["a.svs", "b.ome.tif", "c.png"]
     assert all(s.status == "ok" and s.nuclei > 20 for s in summaries), [s.to_dict() for s in summaries]
+    assert all(set(s.stage_seconds) == {"read", "network", "post"} for s in summaries)
     rows = _summary(out)
     assert [(r["slide"], r["status"], int(r["nuclei"])) for r in rows] == [(s.slide, "ok", s.nuclei) for s in summaries]
     return {Path(s.slide).name: {k: p.read_bytes() for k, p in s.outputs.items()} for s in summaries}
@@ -107,6 +108,7 @@ def test_a_slide_and_a_folder_on_the_cluster_equal_the_single_process_run(slides
     summaries = _run(predictor, [slides], tmp_path / "all", client=client)
     assert len(summaries) == 3
     _assert_equal(summaries, reference)
+    assert all(set(s.stage_seconds) == {"read", "network", "post"} for s in summaries)  # timed on the workers
     rows = _summary(tmp_path / "all")
     assert [(Path(r["slide"]).name, r["status"], r["error"]) for r in rows] == [
         ("a.svs", "ok", ""), ("b.ome.tif", "ok", ""), ("c.png", "ok", "")]

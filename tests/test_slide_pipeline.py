@@ -198,6 +198,10 @@ def test_outputs_are_qupath_geojson_csv_and_pngs_with_global_ids(tmp_path, int8_
     assert summary.ok and summary.chunks == 6 and summary.nuclei > 10
     assert set(summary.outputs) == {"geojson", "csv", "thumbnail"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tile.geojson", "tile_nuclei.csv", "tile_thumbnail.png"]
+    # each chunk stage was timed (busy seconds, for the benchmark's network / post-processing columns)
+    assert set(summary.stage_seconds) == {"read", "network", "post"}
+    assert all(v > 0 for v in summary.stage_seconds.values())
+    assert summary.to_dict()["stage_seconds"].keys() == summary.stage_seconds.keys()
     _, _, features = _geojson_rings(tmp_path / "tile.geojson")
     rows = _csv_rows(tmp_path / "tile_nuclei.csv")
     assert len(features) == len(rows) == summary.nuclei

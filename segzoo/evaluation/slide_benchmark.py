@@ -103,7 +103,8 @@ def measure_slide(folder: Path, precision: str, slide: Path, out: Path, *, worke
     if summary.error:
         raise RuntimeError(f"{slide}: {summary.error}")
     row.update(tissue_mpx=summary.tissue_mpx, nuclei=summary.nuclei, chunks=summary.chunks,
-               level=summary.level, scale=summary.scale, failed_chunks=len(summary.failed))
+               level=summary.level, scale=summary.scale, failed_chunks=len(summary.failed),
+               stage_seconds=summary.stage_seconds)
     row["mpx_per_s"] = summary.tissue_mpx / row["seconds"]
     model_mpp = predictor.config.resolution.mpp
     if model_mpp is not None:  # tissue area in mm^2: comparable across models of different scales
@@ -180,10 +181,14 @@ def slide_markdown(rows: list[dict], meta: dict) -> str:
              "thumbnail written; one fresh process per row (workers: a local Dask cluster of that many "
              "processes, peak RSS of the largest worker)."), "",
              ("Tissue Mpx are pixels at the model's scale (0.25 um/px for 40x models, 0.5 for 20x ones); tissue mm^2/s "
-              "compares models of different scales."), "",
+              "compares models of different scales. Busy s per tissue Mpx: the seconds each chunk stage spent "
+              "(read and resample / network / post-processing: instances, measurements, the chunk file), summed over "
+              "chunks and divided by the tissue Mpx; the stages overlap, so they add up to more than s / tissue Mpx."),
+             "",
              ("| model | precision | slide | workers | tissue Mpx | s | tissue Mpx/s | tissue mm^2/s | single tile Mpx/s "
-             "| slide / tile | nuclei | outputs s (% of total) | peak RSS MB |"),
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| slide / tile | busy s per tissue Mpx: read / network / post | nuclei | outputs s (% of total) "
+             "| peak RSS MB |"),
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     at_40x = {(r["model"], r["precision"]): r["nuclei"] for r in rows if "40x" in r["slide"] and not r["workers"]}
     for r in rows:
         nuclei = str(r["nuclei"])
@@ -196,7 +201,10 @@ def slide_markdown(rows: list[dict], meta: dict) -> str:
         outputs = (f"{r['outputs_seconds']:.1f} ({100 * r['outputs_seconds'] / r['seconds']:.0f}%)"
                    if "outputs_seconds" in r else "-")
         mm2 = f"{r['mm2_per_s']:.3f}" if "mm2_per_s" in r else "-"
+        stages = r.get("stage_seconds") or {}
+        busy = (" / ".join(f"{stages.get(k, 0.0) / r['tissue_mpx']:.2f}" for k in ("read", "network", "post"))
+                if stages and r["tissue_mpx"] else "-")
         lines.append(f"| {r['model']} | {r['precision']} | {r['slide']} | {workers} | {r['tissue_mpx']:.0f} "
                      f"| {r['seconds']:.1f} | {r['mpx_per_s']:.2f} | {mm2} | {f'{tile:.2f}' if tile else '-'} | {ratio} "
-                     f"| {nuclei} | {outputs} | {r['peak_rss_mb']:.0f} |")
+                     f"| {busy} | {nuclei} | {outputs} | {r['peak_rss_mb']:.0f} |")
     return "\n".join(lines) + "\n"

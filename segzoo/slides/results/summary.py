@@ -4,11 +4,13 @@ seconds, error, ..., duplicates dropped)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +21,36 @@ SUMMARY_FILENAME = "segzoo_summary.csv"
 SUMMARY_COLUMNS = ("slide", "status", "nuclei", "tissue_mpx", "seconds", "chunks", "chunks_resumed",
                    "failed_chunks", "error", "geojson", "duplicates_dropped")
 INTERRUPTED = "not finished: the run stopped before this slide was done; run the same command again to resume"
+
+
+STAGES = ("read", "network", "post")
+"""A chunk's stages, timed by StageSeconds: read (reading and resampling its region), network (the
+model, with its pre-processing and tiling) and post (instances, measurements, the chunk file)."""
+
+
+@dataclass
+class StageSeconds:
+    """Busy seconds per stage (STAGES) summed over chunks. The local executor runs the stages in
+    overlapping threads and Dask workers run chunks side by side, so the sum exceeds the wall time;
+    per tissue Mpx they say where a slide's time goes (network against post-processing)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Add the time spent in the with-block to `stage` (one of STAGES)."""
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+    def add(self, other: dict[str, float] | None) -> None:
+        """Add another chunk's (or worker's) seconds."""
+        for stage, value in (other or {}).items():
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + value
 
 
 @dataclass(frozen=True)
@@ -41,7 +73,9 @@ class SlideSummary:
     error: why the slide has no outputs (None when it has them; see SlideSummary.failure), and
     argument: the Python argument that fixes it, when one does (SegzooError.argument);
     outputs_seconds: of `seconds`, those spent writing the outputs; duplicates_dropped: nuclei found
-    again by a neighbouring chunk and not written (segzoo.slides.results.outputs).
+    again by a neighbouring chunk and not written (segzoo.slides.results.outputs); stage_seconds:
+    busy seconds of each chunk stage (StageSeconds) over the chunks computed in this run (resumed
+    chunks add nothing).
     status: 'ok', 'partial' (some chunks unreadable, listed in failed) or 'error'."""
 
     slide: str
@@ -60,6 +94,7 @@ class SlideSummary:
     argument: str | None = None
     outputs_seconds: float = 0.0
     duplicates_dropped: int = 0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def failure(cls, slide: str, error: str, seconds: float = 0.0, tissue_mpx: float = 0.0,
@@ -81,7 +116,8 @@ class SlideSummary:
                 "tissue_mpx": round(self.tissue_mpx, 3), "seconds": round(self.seconds, 2), "chunks": self.chunks,
                 "chunks_resumed": self.chunks_resumed, "level": self.level, "scale": self.scale, "mpp": self.mpp,
                 "failed": [f.to_dict() for f in self.failed], "notes": self.notes, "status": self.status,
-                "error": self.error, "duplicates_dropped": self.duplicates_dropped}
+                "error": self.error, "duplicates_dropped": self.duplicates_dropped,
+                "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()}}
 
 
 def write_summary(path: str | os.PathLike, summaries: Iterable[SlideSummary]) -> Path:

@@ -193,7 +193,7 @@ class _ClusterRun:
             self._error(state, f"worker {outcome.worker} wrote {job.chunk_path(chunk)}, which is not visible here: "
                                "the out folder must be on a file system shared by the client and every worker")
             return
-        self.run_.chunk_done(state, chunk, outcome.nuclei, outcome.error)
+        self.run_.chunk_done(state, chunk, outcome.nuclei, outcome.error, outcome.stages)
         if state.remaining == 0:
             self._finish(state)
 

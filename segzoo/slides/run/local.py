@@ -13,6 +13,7 @@ from segzoo.predict.predictor import Predictor
 from segzoo.slides.plan.chunks import Chunk
 from segzoo.slides.plan.job import SlideJob
 from segzoo.slides.readers.base import Slide
+from segzoo.slides.results.summary import StageSeconds
 from segzoo.slides.run.chunk_inference import chunk_nuclei, predict_chunk
 from segzoo.slides.run.chunk_reading import read_chunk
 from segzoo.slides.run.orchestrator import SlideRun
@@ -20,8 +21,9 @@ from segzoo.slides.run.orchestrator import SlideRun
 QUEUE_SIZE = 2  # chunks waiting between stages (bounds memory: about 2 x (image + probabilities))
 _DONE = object()
 
-ChunkReport = Callable[[Chunk, "int | None", "str | None"], None]
-"""done(chunk, nuclei or None, error or None) after each chunk is saved or found unreadable."""
+ChunkReport = Callable[[Chunk, "int | None", "str | None", "dict[str, float]"], None]
+"""done(chunk, nuclei or None, error or None, busy seconds per stage) after each chunk is saved or
+found unreadable."""
 
 
 class LocalExecutor:
@@ -38,8 +40,8 @@ class LocalExecutor:
                         continue
                     try:
                         process_chunks(state.job, run.predictor, slide,
-                                       lambda chunk, nuclei, error, state=state: run.chunk_done(state, chunk, nuclei,
-                                                                                                error))
+                                       lambda chunk, nuclei, error, seconds, state=state: run.chunk_done(
+                                           state, chunk, nuclei, error, seconds))
                     except Exception as err:  # noqa: BLE001 - one slide's failure is reported, the others go on
                         run.fail(index, state.job, err, start)
                         continue
@@ -50,8 +52,8 @@ class LocalExecutor:
 
 def process_chunks(job: SlideJob, predictor: Predictor, slide: Slide, done: ChunkReport) -> None:
     """Run the job's pending chunks, saving each result to job.chunk_path(chunk) and then calling
-    done(chunk, nuclei, None), or done(chunk, None, error) for a chunk whose read raised DataError
-    (a corrupt region).
+    done(chunk, nuclei, None, seconds), or done(chunk, None, error, seconds) for a chunk whose read
+    raised DataError (a corrupt region); seconds: the chunk's busy seconds per stage (StageSeconds).
 
     Three stages overlap: a reader thread reads chunk images ahead, the calling thread runs the
     network, a post-processing thread finds, measures and saves each chunk's nuclei
@@ -84,10 +86,12 @@ def process_chunks(job: SlideJob, predictor: Predictor, slide: Slide, done: Chun
     def reader() -> None:
         try:
             for chunk in pending:
+                clock = StageSeconds()
                 try:
-                    item = (chunk, read_chunk(slide, job.grid, chunk), None)
+                    with clock.timed("read"):
+                        item = (chunk, read_chunk(slide, job.grid, chunk), None, clock)
                 except DataError as err:
-                    item = (chunk, None, err)
+                    item = (chunk, None, err, clock)
                 if not put(read_queue, item):
                     return
             put(read_queue, _DONE)
@@ -98,13 +102,14 @@ def process_chunks(job: SlideJob, predictor: Predictor, slide: Slide, done: Chun
     def post() -> None:
         try:
             while (item := get(post_queue)) is not _DONE:
-                chunk, image, outputs, error = item
+                chunk, image, outputs, error, clock = item
                 if error is not None:
-                    done(chunk, None, str(error))
+                    done(chunk, None, str(error), clock.seconds)
                     continue
-                result = chunk_nuclei(image, outputs, chunk, job.grid, predictor.config)
-                result.save(job.chunk_path(chunk))
-                done(chunk, result.count, None)
+                with clock.timed("post"):
+                    result = chunk_nuclei(image, outputs, chunk, job.grid, predictor.config)
+                    result.save(job.chunk_path(chunk))
+                done(chunk, result.count, None, clock.seconds)
         except BaseException as err:  # noqa: BLE001  (re-raised in the calling thread)
             errors.append(err)
             stop.set()
@@ -115,9 +120,12 @@ def process_chunks(job: SlideJob, predictor: Predictor, slide: Slide, done: Chun
         thread.start()
     try:
         while (item := get(read_queue)) is not _DONE:
-            chunk, image, error = item
-            outputs = None if error is not None else predict_chunk(predictor, image, tta=job.tta)
-            if not put(post_queue, (chunk, image, outputs, error)):
+            chunk, image, error, clock = item
+            outputs = None
+            if error is None:
+                with clock.timed("network"):
+                    outputs = predict_chunk(predictor, image, tta=job.tta)
+            if not put(post_queue, (chunk, image, outputs, error, clock)):
                 break
         put(post_queue, _DONE)
         threads[1].join()

@@ -55,6 +55,7 @@ from segzoo.slides.results.summary import (
     SUMMARY_FILENAME,
     FailedChunk,
     SlideSummary,
+    StageSeconds,
     failure_message,
     write_failed_chunks,
     write_summary,
@@ -143,6 +144,7 @@ class SlideState:
     resumed: int
     failed: list[FailedChunk] = field(default_factory=list)
     error: str | None = None
+    stages: StageSeconds = field(default_factory=StageSeconds)
 
 
 class Executor(Protocol):
@@ -188,13 +190,16 @@ class SlideRun:
         self.progress.planned(job, pending)
         return state
 
-    def chunk_done(self, state: SlideState, chunk: Chunk, nuclei: int | None, error: str | None = None) -> None:
+    def chunk_done(self, state: SlideState, chunk: Chunk, nuclei: int | None, error: str | None = None,
+                   seconds: dict[str, float] | None = None) -> None:
         """A chunk is done.
 
         state: its slide's SlideState.
         chunk: the chunk.
         nuclei: nuclei saved in its result file (None when it could not be read).
-        error: why its region could not be read (None when it was)."""
+        error: why its region could not be read (None when it was).
+        seconds: its busy seconds per stage (StageSeconds.seconds), when timed."""
+        state.stages.add(seconds)
         if error is not None:
             box = chunk.level0_box(state.job.grid)
             log.warning("chunk (%d, %d), level-0 box x %d-%d, y %d-%d of %s: %s; skipped", chunk.row, chunk.col,
@@ -234,7 +239,8 @@ class SlideRun:
             slide=job.slide_name, outputs=dict(job.targets), nuclei=nuclei, tissue_mpx=job.tissue_mpx,
             seconds=end - state.start, chunks=len(job.chunks), chunks_resumed=state.resumed, level=grid.level,
             scale=grid.scale, mpp=grid.mpp, failed=list(state.failed), notes=list(job.notes),
-            outputs_seconds=end - outputs_start, duplicates_dropped=duplicates)
+            outputs_seconds=end - outputs_start, duplicates_dropped=duplicates,
+            stage_seconds=dict(state.stages.seconds))
         self.progress.slide()
 
     def fail(self, index: int, job: SlideJob | None, err: BaseException, start: float) -> None:

@@ -21,7 +21,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from segzoo.errors import DataError, RunError
 from segzoo.predict.predictor import Predictor
@@ -32,6 +32,7 @@ from segzoo.slides.plan.manifest import fingerprints_differ, model_fingerprint
 from segzoo.slides.readers.base import Slide
 from segzoo.slides.readers.factory import open_slide
 from segzoo.slides.results.chunk_result import ChunkResult
+from segzoo.slides.results.summary import StageSeconds
 from segzoo.slides.run.chunk_inference import chunk_nuclei, predict_chunk
 from segzoo.slides.run.chunk_reading import read_chunk
 from segzoo.slides.run.memory import return_large_allocations
@@ -51,6 +52,7 @@ class ChunkOutcome:
     error: str | None
     seconds: float
     worker: str
+    stages: dict[str, float] = field(default_factory=dict)
 
 
 _models: dict[tuple[ModelSource, int | None], tuple[Predictor, list[float]]] = {}
@@ -131,16 +133,21 @@ class _OpenSlides:
 _open_slides = _OpenSlides()
 
 
-def run_chunk(predictor: Predictor, slide: Slide, grid: Grid, chunk: Chunk, *, tta: bool = False) -> ChunkResult:
+def run_chunk(predictor: Predictor, slide: Slide, grid: Grid, chunk: Chunk, *, tta: bool = False,
+              clock: StageSeconds | None = None) -> ChunkResult:
     """Read, predict and measure one chunk: read_chunk -> predict_chunk -> chunk_nuclei.
 
     predictor: the model; slide: the open slide; grid, chunk: where the chunk lies; tta: test-time
-    augmentation. A function of its explicit inputs and the predictor (its run_batch and config) only, so any
+    augmentation; clock: where to add each stage's seconds (None: not timed). A function of its explicit inputs and the predictor (its run_batch and config) only, so any
     process can compute any chunk; DataError from the read (a corrupt region) propagates for the
     caller to record."""
-    image = read_chunk(slide, grid, chunk)
-    outputs = predict_chunk(predictor, image, tta=tta)
-    return chunk_nuclei(image, outputs, chunk, grid, predictor.config)
+    clock = clock if clock is not None else StageSeconds()
+    with clock.timed("read"):
+        image = read_chunk(slide, grid, chunk)
+    with clock.timed("network"):
+        outputs = predict_chunk(predictor, image, tta=tta)
+    with clock.timed("post"):
+        return chunk_nuclei(image, outputs, chunk, grid, predictor.config)
 
 
 def chunk_task(model: ModelSource, fingerprint: list[float] | None, host_threads: dict[str, int] | None, source: str,
@@ -156,13 +163,15 @@ def chunk_task(model: ModelSource, fingerprint: list[float] | None, host_threads
     anything else raises (the task fails and is retried)."""
     start = time.perf_counter()
     predictor = worker_predictor(model, fingerprint, host_threads)
+    clock = StageSeconds()
     with _open_slides.use(source) as slide:
         try:
-            result = run_chunk(predictor, slide, grid, chunk, tta=tta)
+            result = run_chunk(predictor, slide, grid, chunk, tta=tta, clock=clock)
         except DataError as err:
-            return ChunkOutcome(None, str(err), time.perf_counter() - start, _worker_address())
-    result.save(path)
-    return ChunkOutcome(result.count, None, time.perf_counter() - start, _worker_address())
+            return ChunkOutcome(None, str(err), time.perf_counter() - start, _worker_address(), clock.seconds)
+    with clock.timed("post"):
+        result.save(path)
+    return ChunkOutcome(result.count, None, time.perf_counter() - start, _worker_address(), clock.seconds)
 
 
 def peak_rss() -> int:
