@@ -15,30 +15,43 @@ from segzoo.errors import DataError
 from segzoo.zoo.registry import REGISTRY_FILE
 
 
+TILE_MPP = 0.25
+"""The results table times a 1000x1000 tile's worth of tissue at 0.25 um/px (a MoNuSeg tile)."""
+
+
 def results_table(root: Path) -> str:
-    """One row per zoo folder root/model_cards/<name>/ with metrics.json: its test metrics
-    (metrics_tta.json's Dice / AJI beside them) and the benchmark's median times
-    (root/benchmark.json)."""
+    """One row per zoo folder root/model_cards/<name>/ with metrics.json: its scale (config
+    resolution.mpp), test metrics (metrics_tta.json's Dice / AJI beside them), instance error rates
+    and the benchmark's median times (root/benchmark.json) per 1000x1000 tile at 0.25 um/px: a model
+    at `mpp` sees that tissue as (0.25 / mpp)^2 of its 1000x1000 benchmark tile, so a 20x model's
+    time is a quarter of its tile's."""
     bench = {}
     if (root / "benchmark.json").is_file():
         data = json.loads((root / "benchmark.json").read_text())
         for row in data["tile"]:
             bench.setdefault(row["model"], {})[row["runtime"]] = row["median_ms"]
-    lines = ["| Model | Loss | Accuracy | Precision | Recall | F1/Dice | IoU | AJI | PQ | "
-             "F1/Dice / AJI with TTA | params | CPU ms / 1000x1000 (Keras / ONNX fp32 / int8) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| Model | um/px | Loss | Accuracy | Precision | Recall | F1/Dice | IoU | AJI | PQ | "
+             "split / merge / unmatched | F1/Dice / AJI with TTA | params | "
+             "CPU ms per 1000x1000 px at 0.25 um/px (Keras / ONNX fp32 / int8) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for folder in sorted(p for p in (root / "model_cards").iterdir() if (p / "metrics.json").is_file()):
         m = json.loads((folder / "metrics.json").read_text())
         micro, mean = m["micro"], m["mean"]
+        mpp = json.loads((folder / "config.json").read_text()).get("resolution", {}).get("mpp") \
+            if (folder / "config.json").is_file() else None
+        area = (TILE_MPP / mpp) ** 2 if mpp else 1.0
         times = bench.get(folder.name, {})
-        ms = " / ".join(f"{times[k]:.0f}" if k in times else "-" for k in ("keras", "onnx-fp32", "onnx-int8"))
+        ms = " / ".join(f"{times[k] * area:.0f}" if k in times else "-" for k in ("keras", "onnx-fp32", "onnx-int8"))
         tta = "-"
         if (folder / "metrics_tta.json").is_file():
             t = json.loads((folder / "metrics_tta.json").read_text())
             tta = f"{t['micro']['dice']:.4f} / {t['mean'].get('aji', float('nan')):.4f}"
-        lines.append(f"| {folder.name} | {mean['loss']:.4f} | {micro['accuracy']:.4f} | {micro['precision']:.4f} | "
-                     f"{micro['recall']:.4f} | {micro['dice']:.4f} | {micro['iou']:.4f} | "
-                     f"{mean.get('aji', float('nan')):.4f} | {mean.get('pq', float('nan')):.4f} | {tta} | "
+        errors = m.get("instance_errors", {})
+        rates = (" / ".join(f"{errors[k]:.3f}" for k in ("split_rate", "merge_rate", "unmatched_rate"))
+                 if "split_rate" in errors else "-")
+        lines.append(f"| {folder.name} | {mpp if mpp else '-'} | {mean['loss']:.4f} | {micro['accuracy']:.4f} | "
+                     f"{micro['precision']:.4f} | {micro['recall']:.4f} | {micro['dice']:.4f} | {micro['iou']:.4f} | "
+                     f"{mean.get('aji', float('nan')):.4f} | {mean.get('pq', float('nan')):.4f} | {rates} | {tta} | "
                      f"{m.get('params', 0) / 1e6:.2f}M | {ms} |")
     return "\n".join(lines)
 
