@@ -148,30 +148,75 @@ def _whole_image_case() -> np.ndarray:
     return _sample()
 
 
+def _chunked_against_whole(predictor: Predictor, image: np.ndarray, out: Path, halo: int,
+                           chunk_size: int = 128):
+    """(slide summary, nuclei of the whole-image prediction, best IoU of each of them with the
+    slide's outlines): `image` as a slide at the model's own scale, so chunks see its pixels."""
+    h, w = image.shape[:2]
+    whole = predictor.predict(image)
+    summary = predict_slide(predictor, ArraySlide(image, mpp=predictor.config.resolution.mpp), out,
+                            chunk_size=chunk_size, halo=halo, tissue=False, progress=False)
+    offsets, vertices, _ = _geojson_rings(summary.outputs["geojson"])
+    return summary, whole.labels, _best_iou(whole.labels, _raster(offsets, vertices, (h, w)))
+
+
+def _largest_shared_fraction(path: Path, shape: tuple[int, int]) -> float:
+    """Over the GeoJSON's outlines: the largest share of one outline's pixels that lie inside
+    another outline too. A nucleus reported twice shares (nearly) all of its pixels; neighbours
+    that touch share at most their edge pixels."""
+    from skimage.draw import polygon
+
+    offsets, vertices, _ = _geojson_rings(path)
+    cover = np.zeros(shape, np.int32)
+    pixels = []
+    for i in range(len(offsets) - 1):
+        ring = vertices[offsets[i]:offsets[i + 1]]
+        rr, cc = polygon(ring[:, 1], ring[:, 0], shape)
+        cover[rr, cc] += 1
+        pixels.append((rr, cc))
+    return max(((cover[rr, cc] > 1).mean() for rr, cc in pixels if len(rr)), default=0.0)
+
+
 def test_chunked_prediction_equals_the_whole_image_prediction(tmp_path, int8_predictor):
     image = _whole_image_case()
     h, w = image.shape[:2]
-    whole = int8_predictor.predict(image)
-    keep = np.unique(whole.labels)[1:]
-    reference = whole.labels  # outlines filled at pixel centres give back a nucleus' pixels (writers)
     chunk_size = 128
+    summary, reference, best = _chunked_against_whole(int8_predictor, image, tmp_path / "halo96", 96, chunk_size)
+    keep = np.unique(reference)[1:]
     # nuclei cut by a chunk border: the test exercises stitching, not a lucky grid
     borders = np.zeros((h, w), bool)
     borders[:, chunk_size::chunk_size] = borders[chunk_size::chunk_size, :] = True
-    assert len(np.unique(whole.labels[borders])) - 1 >= 20
-
-    def chunked(halo: int, out: Path) -> tuple[int, np.ndarray]:
-        summary = predict_slide(int8_predictor, ArraySlide(image, mpp=0.25), out, chunk_size=chunk_size,
-                                halo=halo, tissue=False, progress=False)
-        offsets, vertices, _ = _geojson_rings(summary.outputs["geojson"])
-        return summary.nuclei, _best_iou(reference, _raster(offsets, vertices, (h, w)))
-
-    count, best = chunked(96, tmp_path / "halo96")
-    assert abs(count - len(keep)) <= 0.005 * len(keep)
+    assert len(np.unique(reference[borders])) - 1 >= 20
+    assert abs(summary.nuclei - len(keep)) <= 0.005 * len(keep)
     assert (best >= 0.9).mean() >= 0.99
     # the check can fail: without a halo, nuclei on chunk borders are cut in two
-    _, best0 = chunked(0, tmp_path / "halo0")
+    _, _, best0 = _chunked_against_whole(int8_predictor, image, tmp_path / "halo0", 0, chunk_size)
     assert (best0 >= 0.9).mean() < 0.99
+
+
+IMAGE_CONTEXT = {"deeplabv3-monuseg"}
+"""Zoo models whose network averages over the whole input (DeepLabV3's ASPP image pooling,
+context="image"): a chunk's context differs from the whole image's, so their slide outlines cannot
+equal a whole-image pass (issue 29 item 7: the equivariant context="window" needs a ~424 px halo and
+retraining). They are held to the stitching's guarantee instead: no nucleus written twice."""
+
+
+@pytest.mark.parametrize("name", sorted(json.loads((Path(__file__).resolve().parents[1] / "segzoo" /
+                                                    "zoo_registry.json").read_text())["models"]))
+def test_every_zoo_model_on_a_slide_equals_its_whole_image_prediction_and_reports_no_nucleus_twice(tmp_path, name):
+    import segzoo
+
+    predictor = segzoo.load(name, precision="int8")
+    image = _sample()
+    summary, reference, best = _chunked_against_whole(predictor, image, tmp_path, 96)
+    assert summary.ok and summary.nuclei > 50
+    assert _largest_shared_fraction(summary.outputs["geojson"], image.shape[:2]) < 0.5
+    if name in IMAGE_CONTEXT:
+        assert predictor.config.architecture_kwargs.get("context", "image") == "image"
+        return
+    keep = np.unique(reference)[1:]
+    assert abs(summary.nuclei - len(keep)) <= 0.01 * len(keep) + 1
+    assert (best >= 0.9).mean() >= 0.98
 
 
 def test_chunks_treat_no_data_as_the_predictor_does(tmp_path, int8_predictor):
