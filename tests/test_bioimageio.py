@@ -205,6 +205,23 @@ def test_export_from_the_command_line_validates_and_refuses_what_does_not_apply(
     assert "--quantize applies to --format onnx" in capsys.readouterr().err
 
 
+def test_a_package_is_exported_without_keras_and_onnx_export_asks_for_it(tmp_path, monkeypatch, capsys):
+    import segzoo.runtime.keras
+    from segzoo.errors import MissingDependencyError
+
+    def missing(what):
+        raise MissingDependencyError(f"{what} needs Keras: pip install 'segzoo[keras]'")
+
+    monkeypatch.setattr(segzoo.runtime.keras, "require_keras", missing)  # as on the base install
+    out = tmp_path / "unet.zip"
+    assert main(["export", "unet-monuseg", "--format", "bioimageio", "--out", str(out), "--check", "none"]) == 0
+    assert zipfile.is_zipfile(out)
+    assert main(["export", "unet-monuseg", "--out", str(tmp_path / "m.onnx")]) == 1
+    assert "segzoo export needs Keras" in capsys.readouterr().err
+    assert main(["export", "unet-monuseg", "--format", "bioimageio", "--out", str(out), "--overwrite",
+                 "--saved-model"]) == 1
+
+
 @pytest.mark.slow  # about 40 s: TensorFlow imported, the SavedModel written and tested
 def test_a_tensorflow_savedmodel_is_a_second_weights_format_that_passes_the_test(tmp_path, no_network, monkeypatch):
     _bioimageio_core()

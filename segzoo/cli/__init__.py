@@ -23,7 +23,7 @@ from segzoo.cli.arguments import describe_os_error, error, error_message
 from segzoo.errors import SegzooError
 
 COMMANDS = ("predict", "train", "evaluate", "export", "publish")
-KERAS_COMMANDS = ("train", "evaluate", "export", "publish")  # they load Keras model folders
+KERAS_COMMANDS = ("train", "evaluate", "export", "publish")  # they load Keras model folders (see run_command)
 EXIT_CODES = (
     (0, "done"),
     (1, "some inputs or models failed, or a run could not complete (DataError, ConfigError, ModelError, RunError)"),
@@ -33,20 +33,20 @@ EXIT_CODES = (
 
 
 def run_command(command: str, argv: list[str], *, debug: bool = False) -> int:
-    """Run `segzoo COMMAND ARGV`: check Keras for the commands that need it, parse with the
-    command's one-line-error parser, run it, and turn failures into one line and an exit code
+    """Run `segzoo COMMAND ARGV`: parse with the command's one-line-error parser, check Keras for the
+    commands that need it (KERAS_COMMANDS, unless the module's needs_keras(args) says otherwise), run it, and turn failures into one line and an exit code
     (a SegzooError its class's exit_code, with the flag of its `argument` when the command has
     one; an OSError 1 with its path; Ctrl-C 130; argparse's own exits as they are)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     module = importlib.import_module(f"segzoo.cli.{command}")
     parser = None
     try:
-        if command in KERAS_COMMANDS:
+        parser = module.parser()
+        args = parser.parse_args(argv)
+        if command in KERAS_COMMANDS and getattr(module, "needs_keras", lambda args: True)(args):
             from segzoo.runtime.keras import require_keras
 
             require_keras(f"segzoo {command}")
-        parser = module.parser()
-        args = parser.parse_args(argv)
         return module.run(args, argv)
     except SegzooError as err:
         error(error_message(err, parser))

@@ -36,6 +36,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def needs_keras(args: argparse.Namespace) -> bool:
+    """--format onnx converts the Keras weights (and checks parity against Keras), as does
+    --saved-model; a bioimage.io package of model.onnx alone works on the base install."""
+    return args.format == "onnx" or args.saved_model
+
+
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     """Check every output first, then export (and quantize); 0 when written."""
     from segzoo.export.onnx import export_onnx
