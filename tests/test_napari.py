@@ -390,3 +390,18 @@ def test_the_reader_takes_qupath_geojson_and_a_lone_csv(tmp_path):
     data, kwargs, _ = get_reader(str(csv_path))(str(csv_path))[0]
     assert kwargs["shape_type"] == "rectangle" and np.array_equal(data[0], [[-0.5, -0.5], [1.5, 2.5]])
     assert get_reader(str(tmp_path / "image.png")) is None
+
+
+def test_a_model_at_another_scale_than_the_layer_is_noted():
+    from segzoo.napari.view import layer_mpp, scale_note
+
+    def layer(scale, units):
+        return SimpleNamespace(name="he", scale=np.array(scale, float), units=units)
+
+    at_40x = layer((0.25, 0.25), ("micrometer", "micrometer"))
+    assert layer_mpp(at_40x) == 0.25 and layer_mpp(layer((250, 250), ("nanometer", "nanometer"))) == 0.25
+    assert layer_mpp(layer((1, 1), ("pixel", "pixel"))) is None and layer_mpp(SimpleNamespace(name="x")) is None
+    assert scale_note(at_40x, 0.25) is None and scale_note(layer((1, 1), ("pixel", "pixel")), 0.25) is None
+    assert "has 0.25 um/px, the model 0.5 um/px" in scale_note(at_40x, 0.5)
+    assert "pixel size is unknown" in scale_note(layer((1, 1), ("pixel", "pixel")), 0.5)
+    assert scale_note(layer((0.5, 0.5), ("micrometer", "micrometer")), 0.5) is None and scale_note(at_40x, None) is None

@@ -109,3 +109,40 @@ def placement(layer, offset: tuple[int, int] = (0, 0)) -> dict:
     linear = CompositeAffine(scale=scale, rotate=rotate, shear=shear, ndim=2).linear_matrix
     return {"scale": tuple(scale), "translate": tuple(translate + linear @ np.asarray(offset, dtype=float)),
             "rotate": rotate, "shear": shear, "affine": np.asarray(layer.affine.affine_matrix)}
+
+
+MICRON_UNITS = {"micrometer": 1.0, "micrometre": 1.0, "um": 1.0, "µm": 1.0, "micron": 1.0,
+                "nanometer": 1e-3, "millimeter": 1e3}
+"""napari layer units (pint names) that make its scale a physical pixel size, in micrometres per unit."""
+
+
+def layer_mpp(layer) -> float | None:
+    """The image layer's microns per pixel from its napari scale when its units are physical (a
+    reader or the user set them, e.g. `units=("um", "um")`); None when they are pixels or unknown."""
+    units = [str(u) for u in getattr(layer, "units", ())][-2:]
+    scale = np.asarray(getattr(layer, "scale", ()), dtype=float)[-2:]
+    if len(units) != 2 or len(scale) != 2 or units[0] != units[1] or units[0] not in MICRON_UNITS:
+        return None
+    mpp = float(scale[1]) * MICRON_UNITS[units[0]]
+    return mpp if mpp > 0 else None
+
+
+def scale_note(layer, model_mpp: float | None) -> str | None:
+    """A note for the user when the model's scale cannot be checked or does not match: the layer's
+    pixel size (layer_mpp) 1.5x or more off the model's `model_mpp` um/px, or unknown for a model at
+    another scale than MoNuSeg's 40x (0.25). The plugin predicts the layer's pixels as they are
+    (segzoo predict on a slide resamples to the model's scale)."""
+    if model_mpp is None:
+        return None
+    mpp = layer_mpp(layer)
+    if mpp is None:
+        if abs(model_mpp - 0.25) <= 0.01:
+            return None
+        return (f"the model works at {model_mpp:g} um/px and the layer's pixel size is unknown: its pixels were "
+                f"predicted as they are (for a 40x image, about 0.25 um/px, use a 40x model, or `segzoo predict` "
+                "on the slide, which resamples)")
+    if 1 / 1.5 < mpp / model_mpp < 1.5:
+        return None
+    return (f"layer {layer.name!r} has {mpp:g} um/px, the model {model_mpp:g} um/px: its pixels were predicted as "
+            "they are, so nuclei appear at another size than the model was trained on; pick a model at the "
+            "layer's scale, or run `segzoo predict` on the slide, which resamples")

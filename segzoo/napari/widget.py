@@ -27,7 +27,7 @@ from segzoo.errors import SegzooError
 from segzoo.io.measurements import NucleusTable, nucleus_table
 from segzoo.napari.layers import METADATA_KEY, RunInfo, result_layers
 from segzoo.napari.tiles import TTA_PASSES, predict_cancellable, tile_count
-from segzoo.napari.view import layer_image, placement, visible_box
+from segzoo.napari.view import layer_image, placement, scale_note, visible_box
 from segzoo.predict.predictor import Prediction
 from segzoo.zoo.loading import PRECISIONS, RUNTIMES
 
@@ -258,6 +258,9 @@ class NucleiWidget(Container):
                                                 outlines=settings.outlines):
             getattr(self.viewer, f"add_{kind}")(data, **kwargs)
         self.status.value = f"{len(outcome.table)} nuclei in {layer.name!r}"
+        note = scale_note(layer, (outcome.config.get("resolution") or {}).get("mpp"))
+        if note:
+            show_info(f"segzoo: {note}")
 
     def _failed(self, err: BaseException) -> None:
         self._close_progress()
