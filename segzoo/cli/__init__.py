@@ -33,20 +33,22 @@ EXIT_CODES = (
 
 
 def run_command(command: str, argv: list[str], *, debug: bool = False) -> int:
-    """Run `segzoo COMMAND ARGV`: parse with the command's one-line-error parser, check Keras for the
-    commands that need it (KERAS_COMMANDS, unless the module's needs_keras(args) says otherwise), run it, and turn failures into one line and an exit code
+    """Run `segzoo COMMAND ARGV`: check Keras for the commands that need it (KERAS_COMMANDS; after
+    parsing for a module whose needs_keras(args) decides it), parse with the command's one-line-error
+    parser, run it, and turn failures into one line and an exit code
     (a SegzooError its class's exit_code, with the flag of its `argument` when the command has
     one; an OSError 1 with its path; Ctrl-C 130; argparse's own exits as they are)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     module = importlib.import_module(f"segzoo.cli.{command}")
     parser = None
     try:
+        needs_keras = getattr(module, "needs_keras", None)  # a command that needs Keras only for some options
+        if command in KERAS_COMMANDS and needs_keras is None:
+            _require_keras(command)  # before the parser: building it may import Keras (train's losses)
         parser = module.parser()
         args = parser.parse_args(argv)
-        if command in KERAS_COMMANDS and getattr(module, "needs_keras", lambda args: True)(args):
-            from segzoo.runtime.keras import require_keras
-
-            require_keras(f"segzoo {command}")
+        if command in KERAS_COMMANDS and needs_keras is not None and needs_keras(args):
+            _require_keras(command)
         return module.run(args, argv)
     except SegzooError as err:
         error(error_message(err, parser))
@@ -63,6 +65,12 @@ def run_command(command: str, argv: list[str], *, debug: bool = False) -> int:
             raise
         error(describe_os_error(err))
         return 1
+
+
+def _require_keras(command: str) -> None:
+    from segzoo.runtime.keras import require_keras
+
+    require_keras(f"segzoo {command}")
 
 
 def description(command: str) -> str:
