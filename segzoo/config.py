@@ -137,6 +137,22 @@ class Resolution:
                               f"got {self.mpp!r}")
 
 
+SCALE_TOLERANCE = 1.5
+"""An image this many times (or more) coarser or finer than the model's resolution.mpp is at the
+wrong scale for it: Predictor.predict and the napari plugin say so, and slides upsampled this much
+are warned about (segzoo.slides.plan.grid)."""
+
+
+def scale_mismatch(mpp: float, model_mpp: float | None) -> tuple[float, str] | None:
+    """(ratio >= SCALE_TOLERANCE, 'coarser' or 'finer'): how far an image of `mpp` um/px is from a
+    model trained at `model_mpp` um/px; None when within SCALE_TOLERANCE or model_mpp is unknown.
+    Both must be positive (callers check the image's mpp)."""
+    if model_mpp is None:
+        return None
+    ratio, side = (mpp / model_mpp, "coarser") if mpp > model_mpp else (model_mpp / mpp, "finer")
+    return (ratio, side) if ratio >= SCALE_TOLERANCE else None
+
+
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild a model and use it the same way in every runtime."""

@@ -426,15 +426,41 @@ def test_precise_batchnorm_sets_the_mean_of_batch_statistics(trained, tmp_path):
     assert stats and all(not np.allclose(a, b) for a, b in stats)
 
 
-def test_keras_check_names_the_missing_backend():  # a MissingDependencyError (a RunError): exit 1
+def test_keras_check_names_the_missing_backend(tmp_path):  # a MissingDependencyError (a RunError): exit 1
+    """Without the backend `segzoo train --help` still answers (its parser imports no Keras) and a
+    training run is one line naming what is missing."""
     script = ("import sys; sys.modules['tensorflow'] = None\n"
               "from segzoo.cli import main\n"
-              "sys.exit(main(['train', '--help']))\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env={**os.environ, "KERAS_BACKEND": "tensorflow"})
+              "sys.exit(main(sys.argv[1:]))\n")
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    helped = subprocess.run([sys.executable, "-c", script, "train", "--help"], capture_output=True, text=True, env=env)
+    assert helped.returncode == 0 and "--loss" in helped.stdout
+    done = subprocess.run([sys.executable, "-c", script, "train", "-a", "unet", "--data", str(tmp_path),
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True, env=env)
     assert done.returncode == 1
     assert "segzoo train needs Keras and its backend" in done.stderr
     assert "tensorflow" in done.stderr and "KERAS_BACKEND=jax" in done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_command_parsers_import_no_keras():
+    """Every command's parser builds without Keras, so the CLI checks Keras after parsing, for the
+    commands and options that need it (segzoo.cli.run_command)."""
+    from segzoo.cli import COMMANDS
+
+    script = ("import importlib, sys\n"
+              f"for command in {COMMANDS!r}:\n"
+              "    importlib.import_module(f'segzoo.cli.{command}').parser()\n"
+              "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_loss_names_match_the_losses():
+    from segzoo.training.losses import LOSSES
+    from segzoo.training.options import LOSS_NAMES
+
+    assert tuple(LOSSES) == LOSS_NAMES
 
 
 @pytest.mark.parametrize("extra, message", [

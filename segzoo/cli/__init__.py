@@ -33,21 +33,19 @@ EXIT_CODES = (
 
 
 def run_command(command: str, argv: list[str], *, debug: bool = False) -> int:
-    """Run `segzoo COMMAND ARGV`: check Keras for the commands that need it (KERAS_COMMANDS; after
-    parsing for a module whose needs_keras(args) decides it), parse with the command's one-line-error
-    parser, run it, and turn failures into one line and an exit code
+    """Run `segzoo COMMAND ARGV`: parse with the command's one-line-error parser, check Keras for
+    the commands that need it (KERAS_COMMANDS, or a module's needs_keras(args) where only some
+    options do), run it, and turn failures into one line and an exit code
     (a SegzooError its class's exit_code, with the flag of its `argument` when the command has
     one; an OSError 1 with its path; Ctrl-C 130; argparse's own exits as they are)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     module = importlib.import_module(f"segzoo.cli.{command}")
     parser = None
     try:
-        needs_keras = getattr(module, "needs_keras", None)  # a command that needs Keras only for some options
-        if command in KERAS_COMMANDS and needs_keras is None:
-            _require_keras(command)  # before the parser: building it may import Keras (train's losses)
-        parser = module.parser()
+        parser = module.parser()  # imports nothing heavy (no Keras), so --help works on the base install
         args = parser.parse_args(argv)
-        if command in KERAS_COMMANDS and needs_keras is not None and needs_keras(args):
+        needs_keras = getattr(module, "needs_keras", None)  # a command that needs Keras only for some options
+        if command in KERAS_COMMANDS and (needs_keras is None or needs_keras(args)):
             _require_keras(command)
         return module.run(args, argv)
     except SegzooError as err:

@@ -13,8 +13,7 @@ DESCRIPTION = "Train a segzoo model on a MoNuSeg-layout folder (see segzoo.train
 
 
 def parser() -> argparse.ArgumentParser:
-    from segzoo.training.losses import LOSSES
-    from segzoo.training.options import DTYPE_POLICIES, KEEP, SCHEDULES
+    from segzoo.training.options import DTYPE_POLICIES, KEEP, LOSS_NAMES, SCHEDULES
     from segzoo.training.options import TrainOptions as D
 
     p = OneLineParser(prog="segzoo train", description=DESCRIPTION,
@@ -46,7 +45,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--precise-bn", type=int, default=D.precise_bn, metavar="BATCHES",
                    help="before each validation and save, set the BatchNorm statistics to their mean over "
                         "this many batches of training patches (precise BN; 0: keep the moving averages)")
-    p.add_argument("--loss", default=D.loss, help=", ".join(LOSSES))
+    p.add_argument("--loss", default=D.loss, help=", ".join(LOSS_NAMES))
     p.add_argument("--map-loss-weight", type=float, default=D.map_loss_weight,
                    help="weight of each instance map's loss against the probability's (models with "
                         "instance_maps)")

@@ -12,6 +12,7 @@ import itertools
 
 import numpy as np
 
+from segzoo.config import scale_mismatch
 from segzoo.errors import DataError, UsageError
 
 
@@ -129,8 +130,8 @@ def layer_mpp(layer) -> float | None:
 
 def scale_note(layer, model_mpp: float | None) -> str | None:
     """A note for the user when the model's scale cannot be checked or does not match: the layer's
-    pixel size (layer_mpp) 1.5x or more off the model's `model_mpp` um/px, or unknown for a model at
-    another scale than MoNuSeg's 40x (0.25). The plugin predicts the layer's pixels as they are
+    pixel size (layer_mpp) segzoo.config.SCALE_TOLERANCE (1.5x) or more off the model's `model_mpp`
+    um/px, or unknown for a model at another scale than MoNuSeg's 40x (0.25). The plugin predicts the layer's pixels as they are
     (segzoo predict on a slide resamples to the model's scale)."""
     if model_mpp is None:
         return None
@@ -141,7 +142,7 @@ def scale_note(layer, model_mpp: float | None) -> str | None:
         return (f"the model works at {model_mpp:g} um/px and the layer's pixel size is unknown: its pixels were "
                 f"predicted as they are (for a 40x image, about 0.25 um/px, use a 40x model, or `segzoo predict` "
                 "on the slide, which resamples)")
-    if 1 / 1.5 < mpp / model_mpp < 1.5:
+    if scale_mismatch(mpp, model_mpp) is None:
         return None
     return (f"layer {layer.name!r} has {mpp:g} um/px, the model {model_mpp:g} um/px: its pixels were predicted as "
             "they are, so nuclei appear at another size than the model was trained on; pick a model at the "

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from segzoo.config import ModelConfig
+from segzoo.config import ModelConfig, scale_mismatch
 from segzoo.errors import ModelOutputError, SegzooError, UsageError
 from segzoo.io.images import ImageLike, list_images, read_image
 from segzoo.predict.postprocessing import count_nuclei, no_data_mask, outputs_to_instances
@@ -120,14 +120,15 @@ class Prediction:
 
 
 def warn_scale(mpp: float, config: ModelConfig) -> None:
-    """Log a WARNING when an image of `mpp` um/px is 1.5x or more coarser or finer than the model's
-    config.resolution.mpp (nothing when that is unknown); UsageError (argument 'mpp') for a bad mpp."""
+    """Log a WARNING when an image of `mpp` um/px is SCALE_TOLERANCE (1.5x) or more coarser or finer
+    than the model's config.resolution.mpp (nothing when that is unknown); UsageError (argument 'mpp') for a bad mpp."""
     if isinstance(mpp, bool) or not isinstance(mpp, (int, float)) or not math.isfinite(mpp) or mpp <= 0:
         raise UsageError(f"mpp must be a positive number of microns per pixel, got {mpp!r}", argument="mpp")
     model_mpp = config.resolution.mpp
-    if model_mpp is None or 1 / 1.5 < mpp / model_mpp < 1.5:
+    mismatch = scale_mismatch(mpp, model_mpp)
+    if mismatch is None:
         return
-    ratio, side = (mpp / model_mpp, "coarser") if mpp > model_mpp else (model_mpp / mpp, "finer")
+    ratio, side = mismatch
     log.warning("the image (%g um/px) is %.1fx %s than the model's scale (%g um/px) and is predicted as it is "
                 "(Predictor.predict does not resample), so nuclei appear at another size than the model was trained "
                 "on and accuracy drops; segzoo.predict_slides resamples to the model's scale", mpp, ratio, side,

@@ -13,6 +13,9 @@ from segzoo.training.augment import AugmentConfig
 SCHEDULES = ("cosine", "constant")
 DTYPE_POLICIES = ("float32", "mixed_bfloat16")
 KEEP = ("best", "last")
+LOSS_NAMES = ("bce_dice", "bce", "dice", "focal", "tversky", "focal_tversky", "lovasz", "bce_lovasz")
+"""The losses of segzoo.training.losses.LOSSES by name, listed here so options and the CLI's parser
+can name them without importing Keras (a test keeps the two equal)."""
 
 
 @dataclass
@@ -77,10 +80,9 @@ class TrainOptions:
         if self.dtype_policy not in DTYPE_POLICIES:
             raise UnknownNameError(f"unknown dtype policy {self.dtype_policy!r}; valid: {', '.join(DTYPE_POLICIES)}",
                                    argument="dtype_policy")
-        from segzoo.training.losses import LOSSES
-
-        if self.loss not in LOSSES:
-            raise UnknownNameError(f"unknown loss {self.loss!r}; valid losses: {', '.join(LOSSES)}", argument="loss")
+        if self.loss not in LOSS_NAMES:
+            raise UnknownNameError(f"unknown loss {self.loss!r}; valid losses: {', '.join(LOSS_NAMES)}",
+                                   argument="loss")
         if not self.map_loss_weight > 0:
             raise UsageError(f"map_loss_weight must be > 0, got {self.map_loss_weight}", argument="map_loss_weight")
         if self.freeze_trunk and not self.init_from:

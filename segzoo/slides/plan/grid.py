@@ -22,7 +22,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from segzoo.config import ModelConfig
+from segzoo.config import SCALE_TOLERANCE, ModelConfig
 from segzoo.errors import DataError, UsageError
 from segzoo.slides.readers.array import ArraySlide
 from segzoo.slides.readers.base import Slide
@@ -31,7 +31,7 @@ from segzoo.zoo.registry import models_at
 
 log = logging.getLogger(__name__)
 
-UPSAMPLE_WARNING = 1.5  # working_grid warns when a slide is upsampled by this much or more
+UPSAMPLE_WARNING = SCALE_TOLERANCE  # working_grid warns when a slide is upsampled by this much or more
 
 
 @dataclass(frozen=True)

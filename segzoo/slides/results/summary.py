@@ -45,7 +45,7 @@ class StageSeconds:
         try:
             yield
         finally:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+            self.add({stage: time.perf_counter() - start})
 
     def add(self, other: dict[str, float] | None) -> None:
         """Add another chunk's (or worker's) seconds."""

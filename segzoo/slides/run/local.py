@@ -7,6 +7,10 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 
 from segzoo.errors import DataError
 from segzoo.predict.predictor import Predictor
@@ -20,6 +24,20 @@ from segzoo.slides.run.orchestrator import SlideRun
 
 QUEUE_SIZE = 2  # chunks waiting between stages (bounds memory: about 2 x (image + probabilities))
 _DONE = object()
+
+
+
+@dataclass
+class _ChunkWork:
+    """One chunk on its way through the stages: its image (None when unreadable: `error`), the
+    network's outputs once predicted, and its busy seconds per stage."""
+
+    chunk: Chunk
+    image: np.ndarray | None
+    error: DataError | None = None
+    outputs: Any = None
+    clock: StageSeconds = field(default_factory=StageSeconds)
+
 
 ChunkReport = Callable[[Chunk, "int | None", "str | None", "dict[str, float]"], None]
 """done(chunk, nuclei or None, error or None, busy seconds per stage) after each chunk is saved or
@@ -86,13 +104,13 @@ def process_chunks(job: SlideJob, predictor: Predictor, slide: Slide, done: Chun
     def reader() -> None:
         try:
             for chunk in pending:
-                clock = StageSeconds()
+                work = _ChunkWork(chunk, None)
                 try:
-                    with clock.timed("read"):
-                        item = (chunk, read_chunk(slide, job.grid, chunk), None, clock)
+                    with work.clock.timed("read"):
+                        work.image = read_chunk(slide, job.grid, chunk)
                 except DataError as err:
-                    item = (chunk, None, err, clock)
-                if not put(read_queue, item):
+                    work.error = err
+                if not put(read_queue, work):
                     return
             put(read_queue, _DONE)
         except BaseException as err:  # noqa: BLE001  (re-raised in the calling thread)
@@ -101,15 +119,14 @@ def process_chunks(job: SlideJob, predictor: Predictor, slide: Slide, done: Chun
 
     def post() -> None:
         try:
-            while (item := get(post_queue)) is not _DONE:
-                chunk, image, outputs, error, clock = item
-                if error is not None:
-                    done(chunk, None, str(error), clock.seconds)
+            while (work := get(post_queue)) is not _DONE:
+                if work.error is not None:
+                    done(work.chunk, None, str(work.error), work.clock.seconds)
                     continue
-                with clock.timed("post"):
-                    result = chunk_nuclei(image, outputs, chunk, job.grid, predictor.config)
-                    result.save(job.chunk_path(chunk))
-                done(chunk, result.count, None, clock.seconds)
+                with work.clock.timed("post"):
+                    result = chunk_nuclei(work.image, work.outputs, work.chunk, job.grid, predictor.config)
+                    result.save(job.chunk_path(work.chunk))
+                done(work.chunk, result.count, None, work.clock.seconds)
         except BaseException as err:  # noqa: BLE001  (re-raised in the calling thread)
             errors.append(err)
             stop.set()
@@ -119,13 +136,11 @@ def process_chunks(job: SlideJob, predictor: Predictor, slide: Slide, done: Chun
     for thread in threads:
         thread.start()
     try:
-        while (item := get(read_queue)) is not _DONE:
-            chunk, image, error, clock = item
-            outputs = None
-            if error is None:
-                with clock.timed("network"):
-                    outputs = predict_chunk(predictor, image, tta=job.tta)
-            if not put(post_queue, (chunk, image, outputs, error, clock)):
+        while (work := get(read_queue)) is not _DONE:
+            if work.error is None:
+                with work.clock.timed("network"):
+                    work.outputs = predict_chunk(predictor, work.image, tta=job.tta)
+            if not put(post_queue, work):
                 break
         put(post_queue, _DONE)
         threads[1].join()
