@@ -17,6 +17,57 @@ def build_from_config(config: ModelConfig):
     return create_model(config.architecture, **config.architecture_kwargs)
 
 
+def copy_weights_by_name(source, target, *, argument: str | None = None) -> None:
+    """Copy `source`'s weights into `target` layer by layer, matched by name (not by order, as
+    model.load_weights goes); every layer of `source` with weights must exist in `target` with the
+    same shapes (ModelError naming the layer, with `argument`: the option that named `source`).
+    Layers only `target` has keep their initialisation."""
+    target_layers = {layer.name: layer for layer in target.layers}
+    for layer in source.layers:
+        weights = layer.get_weights()
+        if not weights:
+            continue
+        other = target_layers.get(layer.name)
+        if other is None or [w.shape for w in other.get_weights()] != [w.shape for w in weights]:
+            raise ModelError(f"layer {layer.name!r} of the source model has no counterpart of the same shape in "
+                             "the model it is copied into", argument=argument)
+        other.set_weights(weights)
+
+
+def rebuild_model(folder: str | os.PathLike, arch_kwargs: dict, *, command: str | None = None):
+    """(keras model, ModelConfig): the model folder's network rebuilt with `arch_kwargs` changed,
+    holding the same weights (copy_weights_by_name), e.g. DeepLabV3's image-pooling context swapped
+    for the translation-equivariant window (`{"context": "window"}`), whose branch has the same
+    weights. Nothing is trained; the config keeps everything else (preprocessing, post-processing,
+    scale) and records the change in provenance["rebuilt"] (`command`: what ran it).
+    UsageError when `arch_kwargs` is empty or changes nothing; ModelError when a layer's weights
+    have no place in the rebuilt network (an argument that changes the weights' shapes)."""
+    from segzoo.provenance import portable_path
+
+    source, config = load_model(folder)
+    if not isinstance(arch_kwargs, dict) or not arch_kwargs:
+        raise UsageError("give the architecture arguments to change, e.g. {\"context\": \"window\"}",
+                         argument="arch_kwargs")
+    before = dict(config.architecture_kwargs)
+    changed = {k: v for k, v in arch_kwargs.items() if before.get(k, _MISSING) != v}
+    if not changed:
+        raise UsageError(f"arch_kwargs {arch_kwargs} change nothing in {folder} ({before})", argument="arch_kwargs")
+    config.architecture_kwargs = {**before, **arch_kwargs}
+    try:
+        model = build_from_config(config)
+    except (TypeError, ValueError) as err:
+        raise UsageError(f"cannot build {config.architecture!r} with {config.architecture_kwargs}: {err}",
+                         argument="arch_kwargs") from None
+    copy_weights_by_name(source, model, argument="arch_kwargs")
+    config.provenance["rebuilt"] = {"from": portable_path(Path(folder)), "architecture_kwargs_before": before,
+                                    "changed": changed, "command": command,
+                                    "note": "weights copied by layer name; no training"}
+    return model, config
+
+
+_MISSING = object()
+
+
 def default_config(architecture: str, **kwargs) -> ModelConfig:
     """A ModelConfig whose pad_to_stride matches the architecture's stride."""
     config = ModelConfig(architecture=architecture, architecture_kwargs=dict(kwargs))

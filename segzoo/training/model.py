@@ -75,21 +75,12 @@ def freeze_trunk(model) -> None:
 
 
 def transfer_weights(source, target) -> None:
-    """Copy `source`'s weights into `target` layer by layer (matched by name); every layer of
-    `source` with weights must exist in `target` with the same shapes. Layers only `target` has
-    (the instance-map head added to a released model) keep their fresh initialisation."""
-    from segzoo.errors import ModelError
+    """Copy `source`'s weights into `target` by layer name (segzoo.models.folders.copy_weights_by_name):
+    layers only `target` has (the instance-map head added to a released model) keep their fresh
+    initialisation; a layer of `source` without its counterpart is a ModelError on --init-from."""
+    from segzoo.models.folders import copy_weights_by_name
 
-    target_layers = {layer.name: layer for layer in target.layers}
-    for layer in source.layers:
-        weights = layer.get_weights()
-        if not weights:
-            continue
-        other = target_layers.get(layer.name)
-        if other is None or [w.shape for w in other.get_weights()] != [w.shape for w in weights]:
-            raise ModelError(f"init_from: layer {layer.name!r} of the starting model has no counterpart "
-                             "of the same shape in the model being trained", argument="init_from")
-        other.set_weights(weights)
+    copy_weights_by_name(source, target, argument="init_from")
 
 
 def devices() -> str:

@@ -42,6 +42,16 @@ def _init_text(prov: dict) -> str:
             f"then fine-tuned from that model (`--init-from`; `training_log.csv` is this stage):\n\n")
 
 
+def _rebuilt_text(prov: dict) -> str:
+    """For a model rebuilt after training (segzoo.models.folders.rebuild_model): what changed and how."""
+    rebuilt = prov.get("rebuilt")
+    if not rebuilt:
+        return ""
+    changed = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in (rebuilt.get("changed") or {}).items())
+    return (f"\n\nThen rebuilt with {changed} (its other architecture arguments as trained), the trained weights "
+            f"copied by layer name, with no further training:\n\n```\n{rebuilt.get('command') or '(not recorded)'}\n```")
+
+
 def _averaging_sentence(momentum: float) -> str:
     return (f"the saved weights are an exponential moving average of the training weights (momentum\n"
             f"{momentum}, about the last {1 / (1 - momentum):.0f} steps), which smooths the epoch-to-epoch noise of the last epochs")
@@ -302,7 +312,7 @@ The test set was used only for the final numbers below.
 
 Loss: {prov.get('loss', '?')}; AdamW with warm-up and cosine decay{_options_text(prov)}; random 256x256 patches with
 scale jitter, D4 flips/rotations, HED stain jitter and brightness/contrast jitter. {selected}; {minutes:.0f} minutes of training on
-{prov.get('hardware', '2 CPU cores')} (median {patches_per_s:.1f} patches/s). The full log is `training_log.csv`.{_environment_text(prov)}
+{prov.get('hardware', '2 CPU cores')} (median {patches_per_s:.1f} patches/s). The full log is `training_log.csv`.{_rebuilt_text(prov)}{_environment_text(prov)}
 
 ## Evaluation
 
