@@ -421,3 +421,18 @@ def test_tissue_mask_keeps_pale_tissue_when_all_is_tissue():
     pale = synthetic_he(512, 512, seed=1, tissue_fraction=1.0)
     thumb = read_scaled(ArraySlide(pale), 0, 1 / 8, 0, 0, 64, 64)
     assert tissue_mask(thumb, mpp=2.0).all()
+
+
+def test_pil_rgba_conversion_equals_the_numpy_rule_and_is_writable():
+    from PIL import Image
+
+    from segzoo.slides.readers.base import image_rgba_to_rgb, rgba_to_rgb
+
+    rgba = np.random.default_rng(3).integers(0, 256, (40, 50, 4), dtype=np.uint8)
+    rgba[..., 3] = 255
+    for alpha in (None, 0, 128):  # opaque (Pillow's path), transparent and half-transparent corners
+        if alpha is not None:
+            rgba[:5, :7, 3] = alpha
+        out = image_rgba_to_rgb(Image.fromarray(rgba, "RGBA"))
+        np.testing.assert_array_equal(out, rgba_to_rgb(rgba))
+        assert out.shape == (40, 50, 3) and out.dtype == np.uint8 and out.flags.writeable

@@ -63,6 +63,15 @@ def rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
+def image_rgba_to_rgb(image) -> np.ndarray:
+    """A PIL RGBA image (OpenSlide's read_region) as rgba_to_rgb gives it: when every pixel is
+    opaque (most reads), Pillow drops the alpha band in C, about 2x faster than through numpy on a
+    level-0 read; otherwise rgba_to_rgb composites over white. A writable array either way."""
+    if image.getchannel("A").getextrema()[0] == 255:
+        return np.array(image.convert("RGB"))
+    return rgba_to_rgb(np.asarray(image))
+
+
 def check_region(slide: Slide, level: int, width: int, height: int) -> None:
     """ValueError unless `level` is one of the slide's levels and the size is non-negative.
 

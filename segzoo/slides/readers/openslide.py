@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from segzoo.errors import DataError
-from segzoo.slides.readers.base import BACKGROUND, ClosingSlide, check_region, rgba_to_rgb
+from segzoo.slides.readers.base import BACKGROUND, ClosingSlide, check_region, image_rgba_to_rgb
 from segzoo.slides.readers.resolution import parse_float, plausible_mpp
 from segzoo.slides.readers.tiff import TRUNCATED, error_reason
 
@@ -89,7 +89,7 @@ class OpenSlideSlide(ClosingSlide):
                                 "copy the file again") from None
             self._reopen(handle)
             raise DataError(f"{region}: {error_reason(err)}") from None
-        return rgba_to_rgb(np.asarray(image))
+        return image_rgba_to_rgb(image)
 
     def _reopen(self, failed) -> None:
         with self._lock:
