@@ -124,3 +124,33 @@ def test_window_context_exports_to_onnx_with_parity(tmp_path):
     keras_result = segzoo.load(folder, runtime="keras").predict(image)
     onnx_result = segzoo.load(folder, runtime="onnx").predict(image)
     np.testing.assert_allclose(onnx_result.prob, keras_result.prob, atol=1e-4)
+
+
+def test_rebuild_model_swaps_the_context_and_keeps_every_weight(tmp_path):
+    """segzoo.models.folders.rebuild_model (scripts/rebuild_model.py): an image-pooling model folder
+    rebuilt with context="window" holds the same weights under the same names, its config records
+    the change, and outputs on an input of the training patch's size stay close."""
+    from segzoo.errors import ModelError, UsageError
+    from segzoo.models.folders import rebuild_model
+
+    image_model = _model()
+    config = default_config("deeplabv3", **tiny_kwargs("deeplabv3"))
+    config.preprocessing.scale = 0.5  # everything but the architecture is kept
+    save_model(image_model, tmp_path / "image", config)
+    model, rebuilt = rebuild_model(tmp_path / "image", {"context": "window", "context_window": 64}, command="cmd")
+    assert rebuilt.architecture_kwargs == {**config.architecture_kwargs, "context": "window", "context_window": 64}
+    assert rebuilt.preprocessing.scale == 0.5 and rebuilt.postprocessing == config.postprocessing
+    record = rebuilt.provenance["rebuilt"]
+    assert record["changed"] == {"context": "window", "context_window": 64} and record["command"] == "cmd"
+    assert record["architecture_kwargs_before"] == config.architecture_kwargs
+    weights = {layer.name: layer.get_weights() for layer in image_model.layers if layer.weights}
+    for layer in model.layers:
+        for a, b in zip(weights.get(layer.name, []), layer.get_weights()):
+            np.testing.assert_array_equal(a, b)
+    assert sum(len(w) for w in weights.values()) == sum(len(layer.get_weights()) for layer in model.layers)
+    x = np.random.default_rng(5).normal(size=(1, 64, 64, 3)).astype("float32")
+    assert np.abs(np.asarray(model(x, training=False)) - np.asarray(image_model(x, training=False))).max() < 0.2
+    with pytest.raises(UsageError, match="change nothing"):
+        rebuild_model(tmp_path / "image", {"aspp_filters": 8})
+    with pytest.raises(ModelError, match="no counterpart of the same shape"):
+        rebuild_model(tmp_path / "image", {"aspp_filters": 16})  # other weights' shapes: not a rebuild

@@ -39,10 +39,11 @@ def rebuild_model(folder: str | os.PathLike, arch_kwargs: dict, *, command: str 
     holding the same weights (copy_weights_by_name), e.g. DeepLabV3's image-pooling context swapped
     for the translation-equivariant window (`{"context": "window"}`), whose branch has the same
     weights. Nothing is trained; the config keeps everything else (preprocessing, post-processing,
-    scale) and records the change in provenance["rebuilt"] (`command`: what ran it).
+    scale) and records the change in provenance["rebuilt"] (`command`: what ran it; the git commit of
+    this checkout, since a zoo folder is usually rebuilt into itself).
     UsageError when `arch_kwargs` is empty or changes nothing; ModelError when a layer's weights
     have no place in the rebuilt network (an argument that changes the weights' shapes)."""
-    from segzoo.provenance import portable_path
+    from segzoo.provenance import git_commit, portable_path
 
     source, config = load_model(folder)
     if not isinstance(arch_kwargs, dict) or not arch_kwargs:
@@ -59,7 +60,9 @@ def rebuild_model(folder: str | os.PathLike, arch_kwargs: dict, *, command: str 
         raise UsageError(f"cannot build {config.architecture!r} with {config.architecture_kwargs}: {err}",
                          argument="arch_kwargs") from None
     copy_weights_by_name(source, model, argument="arch_kwargs")
-    config.provenance["rebuilt"] = {"from": portable_path(Path(folder)), "architecture_kwargs_before": before,
+    commit, _ = git_commit()  # the checkout `folder` was read from (a zoo folder is rebuilt in place)
+    config.provenance["rebuilt"] = {"from": portable_path(Path(folder)), "source_commit": commit,
+                                    "architecture_kwargs_before": before,
                                     "changed": changed, "command": command,
                                     "note": "weights copied by layer name; no training"}
     return model, config

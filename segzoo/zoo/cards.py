@@ -48,7 +48,9 @@ def _rebuilt_text(prov: dict) -> str:
     if not rebuilt:
         return ""
     changed = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in (rebuilt.get("changed") or {}).items())
-    return (f"\n\nThen rebuilt with {changed} (its other architecture arguments as trained), the trained weights "
+    commit = rebuilt.get("source_commit")
+    source = f" (`{rebuilt.get('from')}` as of git commit `{commit[:12]}`)" if commit else ""
+    return (f"\n\nThen rebuilt with {changed} (its other architecture arguments as trained), the trained weights{source} "
             f"copied by layer name, with no further training:\n\n```\n{rebuilt.get('command') or '(not recorded)'}\n```")
 
 
