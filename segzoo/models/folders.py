@@ -17,6 +17,9 @@ def build_from_config(config: ModelConfig):
     return create_model(config.architecture, **config.architecture_kwargs)
 
 
+_MISSING = object()  # an architecture argument a config does not set
+
+
 def copy_weights_by_name(source, target, *, argument: str | None = None) -> None:
     """Copy `source`'s weights into `target` layer by layer, matched by name (not by order, as
     model.load_weights goes); every layer of `source` with weights must exist in `target` with the
@@ -66,9 +69,6 @@ def rebuild_model(folder: str | os.PathLike, arch_kwargs: dict, *, command: str 
                                     "changed": changed, "command": command,
                                     "note": "weights copied by layer name; no training"}
     return model, config
-
-
-_MISSING = object()
 
 
 def default_config(architecture: str, **kwargs) -> ModelConfig:

@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -26,7 +25,6 @@ QUEUE_SIZE = 2  # chunks waiting between stages (bounds memory: about 2 x (image
 _DONE = object()
 
 
-
 @dataclass
 class _ChunkWork:
     """One chunk on its way through the stages: its image (None when unreadable: `error`), the
@@ -35,7 +33,7 @@ class _ChunkWork:
     chunk: Chunk
     image: np.ndarray | None
     error: DataError | None = None
-    outputs: Any = None
+    outputs: np.ndarray | None = None
     clock: StageSeconds = field(default_factory=StageSeconds)
 
 
