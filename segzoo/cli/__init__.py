@@ -44,9 +44,10 @@ def run_command(command: str, argv: list[str], *, debug: bool = False) -> int:
     try:
         parser = module.parser()  # imports nothing heavy (no Keras), so --help works on the base install
         args = parser.parse_args(argv)
-        needs_keras = getattr(module, "needs_keras", None)  # a command that needs Keras only for some options
-        if command in KERAS_COMMANDS and (needs_keras is None or needs_keras(args)):
-            _require_keras(command)
+        if command in KERAS_COMMANDS and getattr(module, "needs_keras", lambda args: True)(args):
+            from segzoo.runtime.keras import require_keras
+
+            require_keras(f"segzoo {command}")
         return module.run(args, argv)
     except SegzooError as err:
         error(error_message(err, parser))
@@ -63,12 +64,6 @@ def run_command(command: str, argv: list[str], *, debug: bool = False) -> int:
             raise
         error(describe_os_error(err))
         return 1
-
-
-def _require_keras(command: str) -> None:
-    from segzoo.runtime.keras import require_keras
-
-    require_keras(f"segzoo {command}")
 
 
 def description(command: str) -> str:

@@ -131,8 +131,8 @@ def layer_mpp(layer) -> float | None:
 def scale_note(layer, model_mpp: float | None) -> str | None:
     """A note for the user when the model's scale cannot be checked or does not match: the layer's
     pixel size (layer_mpp) segzoo.config.SCALE_TOLERANCE (1.5x) or more off the model's `model_mpp`
-    um/px, or unknown for a model at another scale than MoNuSeg's 40x (0.25). The plugin predicts the layer's pixels as they are
-    (segzoo predict on a slide resamples to the model's scale)."""
+    um/px, or unknown for a model at another scale than MoNuSeg's 40x (0.25). The plugin predicts the
+    layer's pixels as they are (segzoo predict on a slide resamples to the model's scale)."""
     if model_mpp is None:
         return None
     mpp = layer_mpp(layer)

@@ -44,13 +44,13 @@ def compiled_model(config: ModelConfig, options: TrainOptions, init_model=None):
     AdamW (weight averaging with --ema-momentum) and the run's loss."""
     import keras
 
-    from segzoo.models.folders import build_from_config
+    from segzoo.models.folders import build_from_config, copy_weights_by_name
     from segzoo.training.losses import training_loss
 
     with dtype_policy(options.dtype_policy):
         model = build_from_config(config)
     if init_model is not None:
-        transfer_weights(init_model, model)
+        copy_weights_by_name(init_model, model, argument="init_from")  # a new head keeps its initialisation
     if options.freeze_trunk:
         freeze_trunk(model)
     ema = {} if options.ema_momentum is None else {"use_ema": True, "ema_momentum": options.ema_momentum}
@@ -72,15 +72,6 @@ def freeze_trunk(model) -> None:
     if not model.trainable_weights:
         raise UsageError("freeze_trunk: the model has no instance-map head; give arch_kwargs "
                          "{\"instance_maps\": [...]} or an init_from model with instance maps", argument="arch_kwargs")
-
-
-def transfer_weights(source, target) -> None:
-    """Copy `source`'s weights into `target` by layer name (segzoo.models.folders.copy_weights_by_name):
-    layers only `target` has (the instance-map head added to a released model) keep their fresh
-    initialisation; a layer of `source` without its counterpart is a ModelError on --init-from."""
-    from segzoo.models.folders import copy_weights_by_name
-
-    copy_weights_by_name(source, target, argument="init_from")
 
 
 def devices() -> str:
